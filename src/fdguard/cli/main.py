@@ -1,0 +1,64 @@
+"""The `fdguard` command group and the one place exceptions become exit statuses."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from fdguard import __version__
+from fdguard.errors import ExitStatus, FdguardError
+
+EXIT_CODES_HELP = """\b
+Exit statuses:
+  0   ok
+  1   error
+  2   usage error
+  3   no such process (or it exited while being read)
+  4   access denied
+  10  leak found
+  130 interrupted
+"""
+
+
+class FdguardGroup(click.Group):
+    """A click group whose `main` maps fdguard's typed errors to exit statuses."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FdguardError as err:
+            if ctx.find_root().params.get("traceback"):
+                raise
+            click.echo(f"fdguard: error: {err}", err=True)
+            ctx.exit(int(err.exit_status))
+        except KeyboardInterrupt:
+            click.echo("fdguard: interrupted", err=True)
+            ctx.exit(int(ExitStatus.INTERRUPTED))
+        except BrokenPipeError:
+            # The reader went away (`fdguard inspect | head`): not an error of ours.
+            sys.stderr.close()
+            ctx.exit(int(ExitStatus.OK))
+
+
+@click.group(cls=FdguardGroup, epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="fdguard")
+@click.option("--traceback", is_flag=True, help="Show the full traceback of an error.")
+def cli(traceback: bool) -> None:
+    """Find, prove and contain file-descriptor exhaustion in long-running services."""
+
+
+def _register() -> None:
+    from fdguard.cli import inspect_cmd
+
+    cli.add_command(inspect_cmd.inspect)
+    cli.add_command(inspect_cmd.count_cmd)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of the console script and of `python -m fdguard`."""
+    cli(prog_name="fdguard")

@@ -1,0 +1,256 @@
+"""Read one process's /proc directory race-safely: stat, cmdline, limits, fd links.
+
+Design: `ProcessDir` opens /proc/PID once as a directory fd and reads everything
+relative to it. A /proc/PID directory fd stays bound to the process it was
+opened for: once that process exits, reads through it fail with ENOENT/ESRCH
+even if the PID is reused, so a snapshot can never mix two processes. The start
+time (field 22 of stat) is checked on open and again at the end, so a caller
+holding a `ProcessRef` learns of reuse as `NoSuchProcess`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from types import TracebackType
+
+from fdguard.errors import NoSuchProcess, ProcfsFormatError
+from fdguard.model import Limits, ProcessRef
+from fdguard.procfs._oserror import process_errors, translate
+
+DEFAULT_ROOT = "/proc"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields of /proc/PID/stat that fdguard uses."""
+
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    start_time: int
+
+
+def parse_stat(data: bytes, source: str = "stat") -> ProcStat:
+    """Parse /proc/PID/stat. The command name may hold spaces and parentheses.
+
+    Raises:
+        ProcfsFormatError: the line does not have the documented shape.
+    """
+    open_paren = data.find(b"(")
+    close_paren = data.rfind(b")")
+    if open_paren < 0 or close_paren < open_paren:
+        raise ProcfsFormatError(source, 1, "no '(comm)' field")
+    try:
+        pid = int(data[:open_paren])
+        fields = data[close_paren + 2 :].split()
+        # fields[0] is field 3 (state); start time is field 22.
+        return ProcStat(
+            pid=pid,
+            comm=data[open_paren + 1 : close_paren].decode("utf-8", "replace"),
+            state=fields[0].decode("ascii"),
+            ppid=int(fields[1]),
+            start_time=int(fields[19]),
+        )
+    except (ValueError, IndexError, UnicodeDecodeError) as err:
+        raise ProcfsFormatError(source, 1, "fields missing or not numbers") from err
+
+
+def parse_limits(data: bytes, source: str = "limits") -> Limits:
+    """Parse RLIMIT_NOFILE ("Max open files") out of /proc/PID/limits.
+
+    Raises:
+        ProcfsFormatError: the line is missing or its values are not numbers.
+    """
+    for lineno, line in enumerate(data.split(b"\n"), start=1):
+        if line.startswith(b"Max open files"):
+            parts = line[len(b"Max open files") :].split()
+            if len(parts) < 2:
+                raise ProcfsFormatError(source, lineno, "expected soft and hard values")
+            try:
+                soft, hard = (None if p == b"unlimited" else int(p) for p in parts[:2])
+            except ValueError as err:
+                raise ProcfsFormatError(source, lineno, f"not a number: {line!r}") from err
+            return Limits(soft=soft, hard=hard)
+    raise ProcfsFormatError(source, None, "no 'Max open files' line")
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def read_file_at(dir_fd: int, name: str) -> bytes:
+    """Read a whole small /proc file relative to `dir_fd` (raises OSError)."""
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return _read_all(fd)
+    finally:
+        os.close(fd)
+
+
+def count_fds(pid: int, *, root: str = DEFAULT_ROOT) -> int:
+    """Count the open fds of `pid` cheaply.
+
+    Linux >= 6.2 reports the number of open fds as the size of /proc/PID/fd,
+    O(1) whatever the count; older kernels report 0 there, so the fallback
+    lists the directory.
+
+    Raises:
+        NoSuchProcess, AccessDenied.
+    """
+    path = f"{root}/{pid}/fd"
+    with process_errors(pid, "fd"):
+        size = os.stat(path).st_size
+        if size > 0:
+            return size
+        return len(os.listdir(path))
+
+
+class ProcessDir:
+    """An open /proc/PID directory: every read is relative to it (see module comment).
+
+    Use as a context manager; it closes its directory fds on exit.
+    """
+
+    def __init__(self, pid: int, *, root: str = DEFAULT_ROOT, expect: ProcessRef | None = None):
+        self.pid = pid
+        self.root = root
+        self._fd_dir: int | None = None
+        self._fdinfo_dir: int | None = None
+        try:
+            self.dir_fd = os.open(f"{root}/{pid}", _DIR_FLAGS)
+        except FileNotFoundError as err:
+            raise NoSuchProcess(pid) from err
+        except OSError as err:
+            raise translate(err, pid, "/proc entry") from err
+        try:
+            self.stat = self.read_stat()
+            if expect is not None and expect.start_time != self.stat.start_time:
+                raise NoSuchProcess(pid, "PID was reused by another process")
+        except BaseException:
+            self.close()
+            raise
+        self.ref = ProcessRef(pid, self.stat.start_time)
+
+    def __enter__(self) -> ProcessDir:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for attr in ("_fd_dir", "_fdinfo_dir"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, attr, None)
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+    def _read(self, name: str) -> bytes:
+        with process_errors(self.pid, name):
+            return read_file_at(self.dir_fd, name)
+
+    def read_stat(self) -> ProcStat:
+        return parse_stat(self._read("stat"), f"{self.root}/{self.pid}/stat")
+
+    def read_cmdline(self) -> tuple[str, ...]:
+        data = self._read("cmdline")
+        if not data:
+            return (f"[{self.stat.comm}]",)
+        return tuple(p.decode("utf-8", "replace") for p in data.rstrip(b"\0").split(b"\0"))
+
+    def read_limits(self) -> Limits:
+        return parse_limits(self._read("limits"), f"{self.root}/{self.pid}/limits")
+
+    def read_maps(self) -> bytes:
+        return self._read("maps")
+
+    def read_environ(self) -> bytes:
+        return self._read("environ")
+
+    def net_namespace(self) -> int | None:
+        """The inode of the process's network namespace, or None if it cannot be read."""
+        try:
+            return os.stat("ns/net", dir_fd=self.dir_fd).st_ino
+        except OSError:
+            return None
+
+    def check_alive(self) -> None:
+        """Raise NoSuchProcess unless the process read so far still exists, unreused."""
+        current = self.read_stat()
+        if current.start_time != self.stat.start_time or current.state in ("Z", "X"):
+            raise NoSuchProcess(self.pid, "exited while being read")
+
+    # -- fds ---------------------------------------------------------------
+
+    @property
+    def fd_dir(self) -> int:
+        if self._fd_dir is None:
+            with process_errors(self.pid, "fd"):
+                self._fd_dir = os.open("fd", _DIR_FLAGS, dir_fd=self.dir_fd)
+        return self._fd_dir
+
+    @property
+    def fdinfo_dir(self) -> int:
+        if self._fdinfo_dir is None:
+            with process_errors(self.pid, "fdinfo"):
+                self._fdinfo_dir = os.open("fdinfo", _DIR_FLAGS, dir_fd=self.dir_fd)
+        return self._fdinfo_dir
+
+    def read_fd_links(self) -> list[tuple[int, str]]:
+        """Every open fd with its link target, in fd order.
+
+        An fd closed between listing and readlink is skipped: that is the normal
+        race of reading a live process, not an error.
+        """
+        fd_dir = self.fd_dir
+        with process_errors(self.pid, "fd"):
+            names = os.listdir(fd_dir)
+        out: list[tuple[int, str]] = []
+        append = out.append
+        readlink = os.readlink
+        for name in names:
+            try:
+                append((int(name), readlink(name, dir_fd=fd_dir)))
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise translate(err, self.pid, f"fd/{name}") from err
+        out.sort()
+        return out
+
+    def stat_fd(self, fd: int) -> os.stat_result | None:
+        """stat() the object behind `fd` (follows the magic link); None if it closed."""
+        try:
+            return os.stat(str(fd), dir_fd=self.fd_dir)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            if err.errno == errno.ENXIO:
+                return None
+            raise translate(err, self.pid, f"fd/{fd}") from err
+
+    def read_fdinfo(self, fd: int) -> bytes | None:
+        """The raw fdinfo of `fd`, or None if the fd closed meanwhile."""
+        try:
+            return read_file_at(self.fdinfo_dir, str(fd))
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise translate(err, self.pid, f"fdinfo/{fd}") from err
