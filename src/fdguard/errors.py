@@ -86,3 +86,7 @@ class LeakDetected(FdguardError):
     """A check found an fd leak; carries the exit status that gates CI."""
 
     exit_status = ExitStatus.LEAK_FOUND
+
+
+class StoreError(FdguardError):
+    """The time-series store cannot be opened or written (path, permissions, corruption)."""

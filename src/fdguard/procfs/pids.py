@@ -1,0 +1,116 @@
+"""Enumerate processes and read the identity of one cheaply: for following targets.
+
+`fdguard watch` resolves targets (a PID, a name or cmdline pattern, a pidfile, a
+cgroup) every few seconds and checks each followed process's identity on every
+sample, so these reads avoid `ProcessDir` (which opens directory fds): one
+open+read+close of /proc/PID/stat per call, nothing held between calls.
+cgroup membership is read from cgroupfs (`cgroup.procs`), the kernel's other
+process table, so it lives here too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from fdguard.errors import NoSuchProcess
+from fdguard.model import Limits, ProcessRef
+from fdguard.procfs._oserror import process_errors
+from fdguard.procfs.process import DEFAULT_ROOT, parse_limits, parse_stat
+
+DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIdentity:
+    """Who a process is: its identity, its short name (comm) and its command line."""
+
+    ref: ProcessRef
+    comm: str
+    cmdline: tuple[str, ...]
+    state: str
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks: list[bytes] = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def list_pids(*, root: str = DEFAULT_ROOT) -> list[int]:
+    """Every PID (thread-group leader) currently listed in the procfs root."""
+    return sorted(int(name) for name in os.listdir(root) if name.isdigit())
+
+
+def read_ref(pid: int, *, root: str = DEFAULT_ROOT) -> ProcessRef:
+    """The identity (pid + start time) of `pid` now.
+
+    Raises:
+        NoSuchProcess: it does not exist (or is a zombie: it holds no fds any more).
+        AccessDenied.
+    """
+    with process_errors(pid, "stat"):
+        st = parse_stat(_read(f"{root}/{pid}/stat"), f"{root}/{pid}/stat")
+    if st.state in ("Z", "X"):
+        raise NoSuchProcess(pid, "exited (zombie)")
+    return ProcessRef(pid, st.start_time)
+
+
+def read_identity(pid: int, *, root: str = DEFAULT_ROOT) -> ProcessIdentity:
+    """Identity, comm and cmdline of `pid`.
+
+    Raises:
+        NoSuchProcess, AccessDenied.
+    """
+    with process_errors(pid, "stat"):
+        st = parse_stat(_read(f"{root}/{pid}/stat"), f"{root}/{pid}/stat")
+    with process_errors(pid, "cmdline"):
+        raw = _read(f"{root}/{pid}/cmdline")
+    cmd = (
+        tuple(p.decode("utf-8", "replace") for p in raw.rstrip(b"\0").split(b"\0"))
+        if raw
+        else (f"[{st.comm}]",)
+    )
+    return ProcessIdentity(ProcessRef(pid, st.start_time), st.comm, cmd, st.state)
+
+
+def read_limits(pid: int, *, root: str = DEFAULT_ROOT) -> Limits:
+    """RLIMIT_NOFILE of `pid` (raises NoSuchProcess, AccessDenied)."""
+    with process_errors(pid, "limits"):
+        return parse_limits(_read(f"{root}/{pid}/limits"), f"{root}/{pid}/limits")
+
+
+def parse_pid_list(data: bytes) -> list[int]:
+    """Parse a list of PIDs, one per line (cgroup.procs, pidfiles)."""
+    out = []
+    for raw in data.split(b"\n"):
+        line = raw.strip()
+        if line.isdigit():
+            out.append(int(line))
+    return out
+
+
+def read_cgroup_pids(cgroup: str, *, root: str = DEFAULT_CGROUP_ROOT) -> list[int]:
+    """The PIDs in a cgroup (v2) and all its descendants.
+
+    `cgroup` is a path relative to the cgroup mount ("system.slice/nginx.service")
+    or an absolute path under it. A cgroup that vanished yields no PIDs.
+    """
+    base = cgroup if cgroup.startswith("/") and cgroup.startswith(root) else (
+        os.path.join(root, cgroup.lstrip("/"))
+    )
+    pids: set[int] = set()
+    for dirpath, _dirs, files in os.walk(base):
+        if "cgroup.procs" in files:
+            try:
+                pids.update(parse_pid_list(_read(os.path.join(dirpath, "cgroup.procs"))))
+            except FileNotFoundError:
+                continue
+    return sorted(pids)
