@@ -55,6 +55,10 @@ def _register() -> None:
     cli.add_command(inspect_cmd.inspect)
     cli.add_command(inspect_cmd.count_cmd)
 
+    from fdguard.cli import limits_cmd
+
+    cli.add_command(limits_cmd.limits)
+
 
 _register()
 
