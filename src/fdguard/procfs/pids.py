@@ -103,9 +103,15 @@ def read_cgroup_pids(cgroup: str, *, root: str = DEFAULT_CGROUP_ROOT) -> list[in
     `cgroup` is a path relative to the cgroup mount ("system.slice/nginx.service")
     or an absolute path under it. A cgroup that vanished yields no PIDs.
     """
-    base = cgroup if cgroup.startswith("/") and cgroup.startswith(root) else (
-        os.path.join(root, cgroup.lstrip("/"))
-    )
+    if cgroup.startswith(root + "/"):
+        base = cgroup
+    else:
+        base = os.path.join(root, cgroup.lstrip("/"))
+        # Hybrid v1/v2 hosts mount the v2 hierarchy (the path /proc/PID/cgroup
+        # shows on its "0::" line) at ROOT/unified.
+        unified = os.path.join(root, "unified", cgroup.lstrip("/"))
+        if not os.path.isdir(base) and os.path.isdir(unified):
+            base = unified
     pids: set[int] = set()
     for dirpath, _dirs, files in os.walk(base):
         if "cgroup.procs" in files:
