@@ -3,6 +3,7 @@ and an autouse guard that fails any test leaking an fd or a child process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -79,10 +80,8 @@ def wait_line(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> str:
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait(timeout=10)
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from fdguard.classify import FDINFO_KINDS, classify_link, kind_from_mode
+from fdguard.classify import DELETED_SUFFIX, FDINFO_KINDS, classify_link, kind_from_mode
 from fdguard.errors import ProcfsFormatError
-from fdguard.model import Fd, FdInfo, FdKind, ProcessRef, Snapshot, SocketEntry
+from fdguard.model import Fd, FdInfo, FdKind, ProcessRef, Snapshot
 from fdguard.procfs.fdinfo import parse_fdinfo
 from fdguard.procfs.process import DEFAULT_ROOT, ProcessDir, count_fds
-from fdguard.procfs.sockets import resolve_sockets
+from fdguard.procfs.sockets import SocketResolver
 from fdguard.procfs.sockprobe import SocketProber
 
 
@@ -49,6 +49,23 @@ def _read_info(proc: ProcessDir, fd: int, kind: FdKind) -> FdInfo | None:
     return info
 
 
+# Above this many fds, the socket tables are dumped in a thread while fd links are
+# read (see SocketResolver.prefetch); below it everything is fast anyway and a
+# speculative dump of a busy host's tables would cost more than it saves.
+PREFETCH_MIN_FDS = 10**9
+
+_ANON = {
+    "anon_inode:[eventpoll]": FdKind.EPOLL,
+    "anon_inode:[eventfd]": FdKind.EVENTFD,
+    "anon_inode:inotify": FdKind.INOTIFY,
+    "anon_inode:[fanotify]": FdKind.FANOTIFY,
+    "anon_inode:[signalfd]": FdKind.SIGNALFD,
+    "anon_inode:[timerfd]": FdKind.TIMERFD,
+    "anon_inode:[io_uring]": FdKind.IO_URING,
+    "anon_inode:[pidfd]": FdKind.PIDFD,
+}
+
+
 def snapshot(
     pid: int,
     *,
@@ -70,116 +87,145 @@ def snapshot(
         NoSuchProcess: the process does not exist, exited mid-read, or its PID was reused.
         AccessDenied: not allowed to read its fds.
         ProcfsFormatError: a /proc file had an unexpected format.
+
+    Example:
+        >>> snap = snapshot(os.getpid())
+        >>> snap.count, snap.by_kind  # doctest: +SKIP
+        (7, {'pipe': 3, 'file': 2, 'chardev': 2})
     """
-    with ProcessDir(pid, root=root, expect=expect) as proc:
+    with ProcessDir(pid, root=root, expect=expect) as proc, SocketResolver(proc) as sockets:
         taken_at = time.time()
         command = proc.read_cmdline()
         limits = proc.read_limits()
+        if count_fds(pid, root=root) >= PREFETCH_MIN_FDS:
+            sockets.prefetch()
         links = proc.read_fd_links()
 
-        partial: list[Fd | None] = []
-        sockets: dict[int, list[int]] = {}
+        # One pass over the links, hot path first, building each Fd once with
+        # tuple.__new__ (C speed; NamedTuple's own __new__ is Python code).
+        # Sockets get a placeholder that is replaced once tables are read.
+        fds: list[Fd] = []
+        append = fds.append
+        mk = tuple.__new__
+        socket_rows: dict[int, list[int]] = {}
+        path_kinds: dict[str, tuple[FdKind, int] | None] = {}
+        pipe, other = FdKind.PIPE, FdKind.OTHER
         for fd, target in links:
-            lc = classify_link(target)
-            kind = lc.kind
-            if lc.is_path:
-                st = proc.stat_fd(fd)
-                if st is None:
-                    partial.append(None)
-                    continue
-                kind = kind_from_mode(st.st_mode)
-                inode: int | None = st.st_ino
-            else:
-                inode = lc.inode
-            if lc.is_socket:
-                if lc.inode is not None:
-                    sockets.setdefault(lc.inode, []).append(len(partial))
-                kind = FdKind.OTHER
-            assert kind is not None
-            info = None
-            if fdinfo or kind in FDINFO_KINDS:
-                info = _read_info(proc, fd, kind)
-            partial.append(
-                Fd(fd=fd, kind=kind, target=lc.target, inode=inode, deleted=lc.deleted, info=info)
-            )
-
-        warnings: list[str] = []
-        entries, source = resolve_sockets(proc, set(sockets))
-        unresolved = [i for i in sockets if i not in entries]
-        probed = _probe(proc, partial, sockets, unresolved, warnings) if probe_sockets else {}
-        for ino, slots in sockets.items():
-            entry = entries.get(ino)
-            for slot in slots:
-                cur = partial[slot]
-                assert cur is not None
-                if entry is not None:
-                    partial[slot] = _with_socket(cur, entry)
-                elif slot in probed:
-                    partial[slot] = probed[slot]
+            head = target[:2]
+            if head == "so" and target.startswith("socket:["):
+                ino = int(target[8:-1])
+                rows_of = socket_rows.get(ino)
+                if rows_of is None:
+                    socket_rows[ino] = [len(fds)]
                 else:
-                    partial[slot] = dataclasses.replace(
-                        cur, note="socket in no kernel table; family unknown (no pidfd_getfd)"
-                    )
+                    rows_of.append(len(fds))
+                append(mk(Fd, (fd, other, target, ino, None, None, None, False, None,
+                               None, None, None, None)))
+            elif head == "pi" and target.startswith("pipe:["):
+                append(mk(Fd, (fd, pipe, target, int(target[6:-1]), None, None, None, False,
+                               None, None, None, None, None)))
+            elif head[:1] == "/" and not target.startswith("/memfd:"):
+                deleted = target.endswith(DELETED_SUFFIX)
+                path = target[: -len(DELETED_SUFFIX)] if deleted else target
+                # Fds showing the same live path share one dentry, hence one
+                # file type and inode: stat it once. Deleted paths are never
+                # shared this way (a new file may have the same name).
+                known = None if deleted else path_kinds.get(path)
+                if known is None:
+                    st = proc.stat_fd(fd)
+                    if st is None:
+                        continue  # closed while being read
+                    known = (kind_from_mode(st.st_mode), st.st_ino)
+                    if not deleted:
+                        path_kinds[path] = known
+                info = _read_info(proc, fd, known[0]) if fdinfo else None
+                append(mk(Fd, (fd, known[0], path, known[1], None, None, None, deleted, info,
+                               None, None, None, None)))
+            else:
+                kind = _ANON.get(target)
+                if kind is None:
+                    lc = classify_link(target)
+                    assert lc.kind is not None
+                    kind = lc.kind
+                    fd_obj = Fd(fd, kind, lc.target, lc.inode, deleted=lc.deleted)
+                else:
+                    fd_obj = Fd(fd, kind, target)
+                if fdinfo or kind in FDINFO_KINDS:
+                    fd_obj = fd_obj._replace(info=_read_info(proc, fd, kind))
+                append(fd_obj)
+        if fdinfo:
+            for ino_rows in socket_rows.values():
+                for i in ino_rows:
+                    fds[i] = fds[i]._replace(info=_read_info(proc, fds[i].fd, FdKind.OTHER))
+            for i, f in enumerate(fds):
+                if f.kind is pipe:
+                    fds[i] = f._replace(info=_read_info(proc, f.fd, pipe))
+
+        entries, source = sockets.resolve(set(socket_rows))
+        warnings: list[str] = []
+        unresolved = [i for i in socket_rows if i not in entries]
+        if unresolved:
+            if probe_sockets:
+                _probe(proc, fds, socket_rows, unresolved, warnings)
+            else:
+                for ino in unresolved:
+                    for i in socket_rows[ino]:
+                        fds[i] = fds[i]._replace(
+                            note="socket in no kernel table; family unknown (probe disabled)"
+                        )
+        for ino, ino_rows in socket_rows.items():
+            e = entries.get(ino)
+            if e is None:
+                continue
+            for i in ino_rows:
+                f = fds[i]
+                fds[i] = mk(Fd, (f[0], e.kind, f[2], f[3], e.state, e.local, e.remote, False,
+                                 f[8], e.peer_inode, e.recv_q, e.send_q, None))
         proc.check_alive()
-        fds = tuple(f for f in partial if f is not None)
         return Snapshot(
             process=proc.ref,
             command=command,
             limits=limits,
-            fds=fds,
+            fds=tuple(fds),
             taken_at=taken_at,
             socket_source=source,
             warnings=tuple(warnings),
         )
 
 
-def _with_socket(cur: Fd, entry: SocketEntry) -> Fd:
-    return dataclasses.replace(
-        cur,
-        kind=entry.kind,
-        state=entry.state,
-        local=entry.local,
-        remote=entry.remote,
-        peer_inode=entry.peer_inode,
-        recv_q=entry.recv_q,
-        send_q=entry.send_q,
-    )
-
-
 def _probe(
     proc: ProcessDir,
-    partial: list[Fd | None],
-    sockets: dict[int, list[int]],
+    fds: list[Fd],
+    socket_rows: dict[int, list[int]],
     unresolved: list[int],
     warnings: list[str],
-) -> dict[int, Fd]:
-    """Classify sockets in no table by asking them (pidfd_getfd + getsockopt)."""
-    if not unresolved:
-        return {}
-    out: dict[int, Fd] = {}
+) -> None:
+    """Classify sockets in no table, in place, by asking them (pidfd_getfd + getsockopt)."""
     try:
         prober = SocketProber(proc.pid)
     except OSError as err:
         warnings.append(f"cannot open a pidfd to classify tableless sockets: {err.strerror}")
-        return out
+        for ino in unresolved:
+            for i in socket_rows[ino]:
+                fds[i] = fds[i]._replace(
+                    note="socket in no kernel table; family unknown (no pidfd)"
+                )
+        return
     try:
         # The pidfd is bound to one process: re-check it is the one we read.
         proc.check_alive()
         for ino in unresolved:
-            for slot in sockets[ino]:
-                cur = partial[slot]
-                assert cur is not None
+            for i in socket_rows[ino]:
+                f = fds[i]
                 try:
-                    p = prober.probe(cur.fd)
+                    p = prober.probe(f.fd)
                 except OSError as err:
-                    note = (
-                        "socket in no kernel table; pidfd_getfd refused "
+                    fds[i] = f._replace(
+                        note="socket in no kernel table; pidfd_getfd refused "
                         f"({err.strerror}): needs CAP_SYS_PTRACE to tell its family"
                     )
-                    out[slot] = dataclasses.replace(cur, note=note)
                     continue
-                out[slot] = dataclasses.replace(
-                    cur,
+                fds[i] = f._replace(
                     kind=p.kind,
                     state=p.state,
                     local=p.local,
@@ -187,7 +233,6 @@ def _probe(
                 )
     finally:
         prober.close()
-    return out
 
 
 __all__ = ["ProcfsFormatError", "count", "snapshot"]

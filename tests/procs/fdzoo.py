@@ -6,6 +6,7 @@ ground truth, then waits on stdin until the test ends it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -76,10 +77,8 @@ dead_port_sock.bind(("127.0.0.1", 0))
 dead_port = dead_port_sock.getsockname()[1]
 dead_port_sock.close()
 failed = socket.socket()
-try:
+with contextlib.suppress(ConnectionRefusedError):
     failed.connect(("127.0.0.1", dead_port))
-except ConnectionRefusedError:
-    pass
 keep.append(failed)
 note(failed.fileno(), "tcp", "CLOSE")
 l6 = socket.socket(socket.AF_INET6)

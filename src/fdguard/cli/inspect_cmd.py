@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 from rich.table import Table
 
@@ -9,14 +11,13 @@ from fdguard.cli.render import console, echo_json
 from fdguard.errors import UsageError
 from fdguard.inspect import count, snapshot
 from fdguard.model import TROUBLE_STATES, FdKind, Snapshot, TcpState
+from fdguard.runtimes import detect, runtime_json
 
 _KINDS = [k.value for k in FdKind]
 _STATES = [s.value for s in TcpState]
 
 
 def _filter(snap: Snapshot, kinds: tuple[str, ...], states: tuple[str, ...]) -> Snapshot:
-    import dataclasses
-
     fds = snap.fds
     if kinds:
         wanted = set(kinds)
@@ -133,6 +134,7 @@ def inspect(
     shown = _filter(full, kinds, states)
     if as_json:
         doc = full.to_json()
+        doc["runtime"] = runtime_json(detect(pid, root=proc_root))
         doc["fds"] = [f.to_json() for f in shown.fds]
         if kinds or states:
             doc["filter"] = {"kind": list(kinds), "state": list(states)}

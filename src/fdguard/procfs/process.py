@@ -80,7 +80,7 @@ def parse_limits(data: bytes, source: str = "limits") -> Limits:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:

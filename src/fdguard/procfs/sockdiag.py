@@ -49,6 +49,11 @@ _NLATTR = struct.Struct("=HH")
 _U32 = struct.Struct("=I")
 _RQLEN = struct.Struct("=II")
 
+# The fields of inet_diag_msg that a snapshot keeps (family, state, ports,
+# addresses, queues, uid), skipping the rest with pad bytes.
+_INET_MSG_FIELDS = struct.Struct("=BB2x2s2s16s16s12x4xIII4x")
+_STATE_BY_CODE = tuple(TcpState.from_kernel(code) for code in range(256))
+
 _ALL_STATES = 0xFFFFFFFF
 _INODE_OFFSET = _NLMSGHDR.size + _INET_MSG.size - 4
 
@@ -109,28 +114,43 @@ def _messages(data: bytes, source: str) -> list[tuple[int, int]]:
     out = []
     offset = 0
     end = len(data)
-    unpack = _NLMSGHDR.unpack_from
+    unpack = _NLHDR_LEN_TYPE.unpack_from
     while offset + _NLMSGHDR.size <= end:
-        length, msg_type, _, _, _ = unpack(data, offset)
+        length, msg_type = unpack(data, offset)
         if length < _NLMSGHDR.size or offset + length > end:
             raise ProcfsFormatError(source, None, f"truncated netlink message at byte {offset}")
         if msg_type == NLMSG_DONE:
             break
         if msg_type == NLMSG_ERROR:
-            (code,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
-            if code:
-                raise OSError(-code, f"sock_diag: {os.strerror(-code)}")
+            _raise_netlink_error(data, offset, source)
         elif msg_type == SOCK_DIAG_BY_FAMILY:
             out.append((offset + _NLMSGHDR.size, length - _NLMSGHDR.size))
         offset += (length + 3) & ~3
     return out
 
 
-def _endpoint(family: int, raw: bytes, port: bytes) -> str:
-    p = int.from_bytes(port, "big")
-    if family == socket.AF_INET:
-        return f"{socket.inet_ntop(socket.AF_INET, raw[:4])}:{p}"
-    return f"[{socket.inet_ntop(socket.AF_INET6, raw)}]:{p}"
+def _raise_netlink_error(data: bytes, offset: int, source: str) -> None:
+    if offset + _NLMSGHDR.size + 4 > len(data):
+        raise ProcfsFormatError(source, None, "truncated netlink error message")
+    (code,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
+    if code:
+        raise OSError(-code, f"sock_diag: {os.strerror(abs(code))}")
+
+
+_NLHDR_LEN_TYPE = struct.Struct("=IH")
+
+
+class _AddressCache(dict[tuple[int, bytes], str]):
+    """inet_ntop results by (family, raw address): a host's sockets share few addresses."""
+
+    def __missing__(self, key: tuple[int, bytes]) -> str:
+        family, raw = key
+        if family == socket.AF_INET:
+            text = socket.inet_ntop(socket.AF_INET, raw[:4])
+        else:
+            text = "[" + socket.inet_ntop(socket.AF_INET6, raw) + "]"
+        self[key] = text
+        return text
 
 
 def parse_inet_dump(
@@ -138,38 +158,59 @@ def parse_inet_dump(
 ) -> dict[int, SocketEntry]:
     """Parse an inet_diag dump into entries keyed by inode (only `wanted` ones if given).
 
+    Only the inode of each row is read first; rows not wanted are skipped
+    without decoding (a host-wide dump is mostly other processes' sockets).
+
     Raises:
         ProcfsFormatError: a truncated or short message.
         OSError: the dump carried a netlink error.
     """
     out: dict[int, SocketEntry] = {}
-    unpack = _INET_MSG.unpack_from
+    unpack = _INET_MSG_FIELDS.unpack_from
+    hdr = _NLHDR_LEN_TYPE.unpack_from
+    mk = tuple.__new__
+    states = _STATE_BY_CODE
+    estab, unconn = TcpState.ESTAB, TcpState.UNCONN
+    if protocol == socket.IPPROTO_TCP:
+        kind4, kind6 = FdKind.TCP, FdKind.TCP6
+    else:
+        kind4, kind6 = FdKind.UDP, FdKind.UDP6
+    inode_at = _U32.unpack_from
+    addrs = _AddressCache()
     is_tcp = protocol == socket.IPPROTO_TCP
-    for offset, length in _messages(data, source):
-        if length < _INET_MSG.size:
-            raise ProcfsFormatError(source, None, f"short inet_diag_msg ({length} bytes)")
-        (family, state, _t, _r, sport, dport, src, dst, _if, _c0, _c1, _exp,
-         rq, wq, uid, inode) = unpack(data, offset)
-        if wanted is not None and inode not in wanted:
-            continue
-        v6 = family == socket.AF_INET6
-        if is_tcp:
-            kind = FdKind.TCP6 if v6 else FdKind.TCP
-            st = TcpState.from_kernel(state)
-        else:
-            kind = FdKind.UDP6 if v6 else FdKind.UDP
-            st = TcpState.ESTAB if state == 1 else TcpState.UNCONN
-        remote = None if dport == b"\0\0" else _endpoint(family, dst, dport)
-        out[inode] = SocketEntry(
-            inode=inode,
-            kind=kind,
-            state=st,
-            local=_endpoint(family, src, sport),
-            remote=remote,
-            recv_q=rq,
-            send_q=wq,
-            uid=uid,
-        )
+    hsize = _NLMSGHDR.size
+    msize = _INET_MSG.size
+    inode_off = hsize + msize - 4
+    offset = 0
+    end = len(data)
+    while offset + hsize <= end:
+        length, msg_type = hdr(data, offset)
+        if length < hsize or offset + length > end:
+            raise ProcfsFormatError(source, None, f"truncated netlink message at byte {offset}")
+        if msg_type == SOCK_DIAG_BY_FAMILY:
+            if length < hsize + msize:
+                raise ProcfsFormatError(source, None, f"short inet_diag_msg ({length} bytes)")
+            (inode,) = inode_at(data, offset + inode_off)
+            if wanted is None or inode in wanted:
+                family, state, sport, dport, src, dst, rq, wq, uid = unpack(data, offset + hsize)
+                if family == socket.AF_INET6:
+                    kind = kind6
+                    st = states[state] if is_tcp else (estab if state == 1 else unconn)
+                else:
+                    kind = kind4
+                    st = states[state] if is_tcp else (estab if state == 1 else unconn)
+                local = f"{addrs[family, src]}:{(sport[0] << 8) | sport[1]}"
+                remote = (
+                    None
+                    if dport == b"\0\0"
+                    else f"{addrs[family, dst]}:{(dport[0] << 8) | dport[1]}"
+                )
+                out[inode] = mk(SocketEntry, (inode, kind, st, local, remote, None, rq, wq, uid))
+        elif msg_type == NLMSG_DONE:
+            break
+        elif msg_type == NLMSG_ERROR:
+            _raise_netlink_error(data, offset, source)
+        offset += (length + 3) & ~3
     return out
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 
 from fdguard.model import FdKind, SocketEntry
 from fdguard.procfs import sockdiag
 from fdguard.procfs.net import parse_proc_net_inet, parse_proc_net_simple, parse_proc_net_unix
-from fdguard.procfs.process import ProcessDir
+from fdguard.procfs.process import ProcessDir, read_file_at
 
 _Table = Callable[[set[int]], dict[int, SocketEntry]]
 
@@ -39,8 +40,6 @@ def _procfs_tables(proc: ProcessDir) -> list[_Table]:
         return read
 
     def proc_read(name: str) -> bytes:
-        from fdguard.procfs.process import read_file_at
-
         return read_file_at(proc.dir_fd, name)
 
     def unix(wanted: set[int]) -> dict[int, SocketEntry]:
@@ -89,8 +88,6 @@ def _diag_tables(proc: ProcessDir) -> list[_Table]:
 
 
 def _rare_tables(proc: ProcessDir) -> list[_Table]:
-    from fdguard.procfs.process import read_file_at
-
     def simple(name: str, kind: FdKind, col: int) -> _Table:
         def read(wanted: set[int]) -> dict[int, SocketEntry]:
             try:
@@ -121,24 +118,103 @@ def _rare_tables(proc: ProcessDir) -> list[_Table]:
     ]
 
 
-def resolve_sockets(proc: ProcessDir, inodes: set[int]) -> tuple[dict[int, SocketEntry], str]:
-    """Look up `inodes` in the socket tables visible for `proc`.
+class SocketResolver:
+    """Resolves socket inodes of one process; can fetch the big tables ahead of time.
 
-    Returns the entries found and the name of the main source used
-    ("sock_diag" or "procfs"). Inodes in no table are simply absent.
+    `prefetch()` starts the sock_diag dumps of the common tables (TCP v4/v6,
+    unix) in a thread, so the kernel builds them on the other core while the
+    caller is still reading fd links; `resolve()` then only parses. Always
+    `close()` (or use as a context manager): it joins the thread.
     """
-    found: dict[int, SocketEntry] = {}
-    if not inodes:
-        return found, "none"
-    target_ns = proc.net_namespace()
-    same_ns = target_ns is not None and target_ns == _own_netns()
-    source = "sock_diag" if same_ns else "procfs"
-    tables = _diag_tables(proc) if same_ns else _procfs_tables(proc)
-    wanted = set(inodes)
-    for table in [*tables, *_rare_tables(proc)]:
-        if not wanted:
-            break
-        hits = table(wanted)
-        found.update(hits)
-        wanted.difference_update(hits)
-    return found, source
+
+    _PREFETCHED = ("tcp", "tcp6", "unix")
+
+    def __init__(self, proc: ProcessDir) -> None:
+        self.proc = proc
+        target_ns = proc.net_namespace()
+        self.same_ns = target_ns is not None and target_ns == _own_netns()
+        self._raw: dict[str, bytes | OSError] = {}
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> SocketResolver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def prefetch(self) -> None:
+        if not self.same_ns or self._thread is not None:
+            return
+        requests = {
+            "tcp": sockdiag.inet_request(socket.AF_INET, socket.IPPROTO_TCP),
+            "tcp6": sockdiag.inet_request(socket.AF_INET6, socket.IPPROTO_TCP),
+            "unix": sockdiag.unix_request(),
+        }
+
+        def run() -> None:
+            for name, req in requests.items():
+                try:
+                    self._raw[name] = sockdiag.dump(req)
+                except OSError as err:
+                    self._raw[name] = err
+
+        self._thread = threading.Thread(target=run, name="fdguard-sockdiag", daemon=True)
+        self._thread.start()
+
+    def _tables(self) -> list[_Table]:
+        if not self.same_ns:
+            return [*_procfs_tables(self.proc), *_rare_tables(self.proc)]
+        self.close()
+        diag = _diag_tables(self.proc)
+        fallback = _procfs_tables(self.proc)
+        prefetched: list[_Table] = []
+        for i, name in enumerate(self._PREFETCHED):
+            raw = self._raw.get(name)
+            if raw is None:
+                prefetched.append(diag[i])
+            elif isinstance(raw, OSError):
+                prefetched.append(fallback[i])
+            else:
+                prefetched.append(_parsed(name, raw))
+        return [*prefetched, *diag[3:], *_rare_tables(self.proc)]
+
+    def resolve(self, inodes: set[int]) -> tuple[dict[int, SocketEntry], str]:
+        """Look up `inodes` in the socket tables visible for the process.
+
+        Returns the entries found and the main source used ("sock_diag",
+        "procfs", or "none" when there was nothing to look up). Inodes in no
+        table are simply absent.
+        """
+        found: dict[int, SocketEntry] = {}
+        if not inodes:
+            self.close()
+            return found, "none"
+        source = "sock_diag" if self.same_ns else "procfs"
+        wanted = set(inodes)
+        for table in self._tables():
+            if not wanted:
+                break
+            hits = table(wanted)
+            found.update(hits)
+            wanted.difference_update(hits)
+        return found, source
+
+
+def _parsed(name: str, raw: bytes) -> _Table:
+    def read(wanted: set[int]) -> dict[int, SocketEntry]:
+        if name == "unix":
+            return sockdiag.parse_unix_dump(raw, wanted)
+        return sockdiag.parse_inet_dump(raw, socket.IPPROTO_TCP, wanted)
+
+    return read
+
+
+def resolve_sockets(proc: ProcessDir, inodes: set[int]) -> tuple[dict[int, SocketEntry], str]:
+    """Look up `inodes` in the socket tables visible for `proc` (see SocketResolver)."""
+    with SocketResolver(proc) as resolver:
+        return resolver.resolve(inodes)

@@ -1,0 +1,65 @@
+"""Read a process's CPU time (utime + stime, all threads) from /proc/PID/stat.
+
+Used to tell a service that idles from one that spins on a failing accept():
+the CPU seconds it burns over a short wall-clock window. Children's times
+(cutime/cstime) are left out: a spinning loop is the process itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from fdguard.errors import ProcfsFormatError
+from fdguard.procfs._oserror import process_errors
+from fdguard.procfs.process import DEFAULT_ROOT
+
+# Clock ticks per second: the unit of utime/stime in /proc/PID/stat (proc(5)).
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """User and system CPU time of a process, in clock ticks."""
+
+    utime: int
+    stime: int
+
+    @property
+    def total_ticks(self) -> int:
+        return self.utime + self.stime
+
+    def seconds(self, ticks_per_second: int = CLOCK_TICKS) -> float:
+        return self.total_ticks / ticks_per_second
+
+
+def parse_cpu_times(data: bytes, source: str = "stat") -> CpuTimes:
+    """Parse utime (field 14) and stime (field 15) out of /proc/PID/stat.
+
+    The command name (field 2) may hold spaces and parentheses, so fields are
+    counted from the last ')'.
+
+    Raises:
+        ProcfsFormatError: the line does not have the documented shape.
+    """
+    close_paren = data.rfind(b")")
+    if close_paren < 0:
+        raise ProcfsFormatError(source, 1, "no '(comm)' field")
+    fields = data[close_paren + 2 :].split()
+    # fields[0] is field 3 (state): field N is fields[N - 3].
+    try:
+        return CpuTimes(utime=int(fields[11]), stime=int(fields[12]))
+    except (ValueError, IndexError) as err:
+        raise ProcfsFormatError(source, 1, "utime/stime missing or not numbers") from err
+
+
+def read_cpu_times(pid: int, *, root: str = DEFAULT_ROOT) -> CpuTimes:
+    """CPU times of `pid`.
+
+    Raises:
+        NoSuchProcess, AccessDenied, ProcfsFormatError.
+    """
+    path = f"{root}/{pid}/stat"
+    with process_errors(pid, "stat"), open(path, "rb") as fh:
+        data = fh.read()
+    return parse_cpu_times(data, path)
