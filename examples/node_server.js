@@ -7,12 +7,19 @@ const net = require('net');
 const fs = require('fs');
 
 const held = [];
+let connected = false;
+let halfClosed = false;
+let port = 0;
+function ready() {
+  if (connected && halfClosed) process.stdout.write(`${port}\n`);
+}
 const server = net.createServer({ allowHalfOpen: true }, (sock) => {
   held.push(sock); // never closed by the server: the peer's FIN leaves it in CLOSE-WAIT
-  sock.on('end', () => {});
+  sock.on('end', () => { halfClosed = true; ready(); });
+  sock.resume();
 });
 server.listen(0, '127.0.0.1', () => {
-  const { port } = server.address();
+  port = server.address().port;
   let pending = 3;
   for (let i = 0; i < 3; i++) {
     const c = net.connect(port, '127.0.0.1', () => {
@@ -20,7 +27,8 @@ server.listen(0, '127.0.0.1', () => {
       if (i === 0) c.end(); // half-close: the server side sees FIN
       if (--pending === 0) {
         held.push(fs.openSync(__filename, 'r'));
-        process.stdout.write(`${port}\n`);
+        connected = true;
+        ready();
       }
     });
   }

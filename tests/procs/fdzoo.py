@@ -110,6 +110,14 @@ nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
 nl.bind((0, 0))
 keep.append(nl)
 note(nl.fileno(), "netlink")
+# raw and packet sockets need CAP_NET_RAW (tests run as root)
+if os.geteuid() == 0:
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    keep.append(raw)
+    note(raw.fileno(), "raw")
+    pkt = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+    keep.append(pkt)
+    note(pkt.fileno(), "packet")
 
 # anonymous inodes: epoll (with an interest list), eventfd, inotify, signalfd,
 # timerfd, pidfd, memfd, io_uring
