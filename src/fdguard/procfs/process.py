@@ -11,7 +11,9 @@ holding a `ProcessRef` learns of reuse as `NoSuchProcess`.
 from __future__ import annotations
 
 import errno
+import functools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -110,9 +112,23 @@ def count_fds(pid: int, *, root: str = DEFAULT_ROOT) -> int:
     path = f"{root}/{pid}/fd"
     with process_errors(pid, "fd"):
         size = os.stat(path).st_size
-        if size > 0:
+        if size > 0 and _is_procfs(root):
             return size
         return len(os.listdir(path))
+
+
+# The root directory of every procfs mount is inode 1 (PROC_ROOT_INO in
+# fs/proc/internal.h). A root that is not procfs (a fake tree in tests) has a
+# directory size that says nothing about fds, so counting must list it.
+_PROC_ROOT_INO = 1
+
+
+@functools.lru_cache(maxsize=16)
+def _is_procfs(root: str) -> bool:
+    try:
+        return os.stat(root).st_ino == _PROC_ROOT_INO
+    except OSError:
+        return False
 
 
 class ProcessDir:
@@ -234,6 +250,25 @@ class ProcessDir:
                 raise translate(err, self.pid, f"fd/{name}") from err
         out.sort()
         return out
+
+    def iter_fd_links(self) -> Iterator[tuple[int, str]]:
+        """Yield every open fd with its link target, as /proc lists them (ascending).
+
+        The streaming form of `read_fd_links`, for callers that classify as
+        they read; the same race rules apply.
+        """
+        fd_dir = self.fd_dir
+        with process_errors(self.pid, "fd"):
+            names = os.listdir(fd_dir)
+        readlink = os.readlink
+        for name in names:
+            try:
+                target = readlink(name, dir_fd=fd_dir)
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                raise translate(err, self.pid, f"fd/{name}") from err
+            yield int(name), target
 
     def stat_fd(self, fd: int) -> os.stat_result | None:
         """stat() the object behind `fd` (follows the magic link); None if it closed."""
