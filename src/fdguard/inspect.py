@@ -99,7 +99,6 @@ def snapshot(
         limits = proc.read_limits()
         if count_fds(pid, root=root) >= PREFETCH_MIN_FDS:
             sockets.prefetch()
-        links = proc.read_fd_links()
 
         # One pass over the links, hot path first, building each Fd once with
         # tuple.__new__ (C speed; NamedTuple's own __new__ is Python code).
@@ -110,7 +109,7 @@ def snapshot(
         socket_rows: dict[int, list[int]] = {}
         path_kinds: dict[str, tuple[FdKind, int] | None] = {}
         pipe, other = FdKind.PIPE, FdKind.OTHER
-        for fd, target in links:
+        for fd, target in proc.iter_fd_links():
             head = target[:2]
             if head == "so" and target.startswith("socket:["):
                 ino = int(target[8:-1])
@@ -182,6 +181,8 @@ def snapshot(
                 fds[i] = mk(Fd, (f[0], e.kind, f[2], f[3], e.state, e.local, e.remote, False,
                                  f[8], e.peer_inode, e.recv_q, e.send_q, None))
         proc.check_alive()
+        if any(fds[i].fd > fds[i + 1].fd for i in range(len(fds) - 1)):
+            fds.sort(key=lambda f: f.fd)  # /proc lists fds in ascending order; be sure
         return Snapshot(
             process=proc.ref,
             command=command,
