@@ -90,3 +90,7 @@ class LeakDetected(FdguardError):
 
 class StoreError(FdguardError):
     """The time-series store cannot be opened or written (path, permissions, corruption)."""
+
+
+class KnownBaseError(FdguardError):
+    """The shipped base of known libuv bugs is malformed (a packaging bug, not the user's)."""

@@ -1,0 +1,115 @@
+"""Integrity of the shipped known-bug base and of the runtime -> bundled libuv map."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import pytest
+
+from fdguard.errors import KnownBaseError
+from fdguard.known import bundled_libuv, load_bugs, load_bundles, parse_version
+from fdguard.known.base import CLASSES, is_kind_key, parse_bugs, parse_bundles
+
+GOOD = b"""
+[[bug]]
+id = "x"
+title = "t"
+class = "table-grows"
+platforms = ["linux"]
+api = "uv_loop_init"
+code_path = "loop.c"
+likelihood = "rare"
+fixed_in = "1.51.0"
+affected_from = "unknown"
+signature.grows = { epoll = 1 }
+signature.per = "failed init"
+signature.observable = "counts"
+source.commit = "942e1418ea235e419a520491b00fe8a96426a5fa"
+source.subject = "s"
+source.date = "2025-04-18"
+verified = "read the diff"
+"""
+
+
+def test_base_has_enough_sourced_entries() -> None:
+    bugs = load_bugs()
+    assert len(bugs) >= 25
+    assert len({b.id for b in bugs}) == len(bugs)
+
+
+def test_every_entry_is_sourced_dated_classed_and_verified() -> None:
+    for b in load_bugs():
+        assert re.fullmatch(r"[0-9a-f]{40}", b.source.commit), b.id
+        assert b.source.subject, b.id
+        date = datetime.date.fromisoformat(b.source.date)
+        assert datetime.date(2011, 1, 1) <= date <= datetime.date(2026, 12, 31), b.id
+        assert b.bug_class in CLASSES, b.id
+        assert b.verified.startswith("read"), b.id
+        assert parse_version(str(b.fixed_in)) == b.fixed_in
+        if b.affected.first is not None:
+            assert b.affected.first < b.fixed_in, b.id
+        for key, n in b.signature.grows:
+            assert is_kind_key(key), b.id
+            assert n > 0, b.id
+        if b.signature.observable == "counts":
+            assert b.signature.grows, b.id
+
+
+def test_base_covers_every_class_and_linux_and_other_platforms() -> None:
+    bugs = load_bugs()
+    assert {b.bug_class for b in bugs} == set(CLASSES)
+    assert sum(b.applies_to_platform("linux") for b in bugs) >= 15
+    assert any(not b.applies_to_platform("linux") for b in bugs)
+
+
+def test_malformed_entries_are_refused() -> None:
+    assert parse_bugs(GOOD)[0].id == "x"
+    for old, new in [
+        (b'class = "table-grows"', b'class = "leaky"'),
+        (b'platforms = ["linux"]', b'platforms = ["plan9"]'),
+        (b'fixed_in = "1.51.0"', b'fixed_in = "soon"'),
+        (b'affected_from = "unknown"', b'affected_from = "1.52.0"'),
+        (b"942e1418ea235e419a520491b00fe8a96426a5fa", b"942e141"),
+        (b"epoll = 1", b"sockets = 1"),
+        (b'source.date = "2025-04-18"\n', b""),
+    ]:
+        bad = GOOD.replace(old, new)
+        assert bad != GOOD
+        with pytest.raises(KnownBaseError):
+            parse_bugs(bad)
+    with pytest.raises(KnownBaseError):
+        parse_bugs(GOOD + GOOD)  # duplicate id
+    with pytest.raises(KnownBaseError):
+        parse_bugs(b"[[bug]\n")
+
+
+def test_bundles_parse_and_name_their_source() -> None:
+    rows = load_bundles()
+    assert {r.runtime for r in rows} == {"node", "uvloop"}
+    for r in rows:
+        assert r.source
+        assert r.releases
+    with pytest.raises(KnownBaseError):
+        parse_bundles(b'[[node]]\nreleases = ["20.0.0"]\nlibuv = "x"\nsource = "s"\n')
+
+
+@pytest.mark.parametrize(
+    ("runtime", "release", "libuv"),
+    [
+        ("node", "20.20.2", "1.46.0"),
+        ("node", "22.20.0", "1.51.0"),
+        ("uvloop", "0.17.0", "1.43.0"),
+        ("uvloop", "0.19.0", "1.46.0"),
+        ("uvloop", "0.21.0", "1.48.0"),
+        ("uvloop", "0.23.0", "1.52.1"),
+    ],
+)
+def test_bundled_libuv(runtime: str, release: str, libuv: str) -> None:
+    row = bundled_libuv(runtime, parse_version(release))
+    assert row is not None
+    assert row.libuv == parse_version(libuv)
+
+
+def test_unverified_release_maps_to_nothing() -> None:
+    assert bundled_libuv("node", parse_version("16.0.0")) is None
