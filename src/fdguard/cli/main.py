@@ -59,6 +59,10 @@ def _register() -> None:
 
     cli.add_command(limits_cmd.limits)
 
+    from fdguard.cli import guard_cmd
+
+    cli.add_command(guard_cmd.guard)
+
     from fdguard.cli import known_cmd
 
     cli.add_command(known_cmd.known)

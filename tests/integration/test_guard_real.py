@@ -1,0 +1,199 @@
+"""`fdguard guard` against real Node.js and uvloop servers that leak fds, under real load.
+
+Every guard here is the real CLI in its own process (started through the
+`spawn` fixture, which kills and reaps its process group), supervising real
+servers on 127.0.0.1 driven by a bounded keep-alive load generator
+(tests/procs/guard_load.py) that counts every failed request and connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fdguard.guard.control import send_command
+
+PROCS = Path(__file__).parent.parent / "procs"
+NODE_SERVER = str(PROCS / "guard_node_server.js")
+UVLOOP_SERVER = str(PROCS / "guard_uvloop_server.py")
+LOAD = str(PROCS / "guard_load.py")
+
+
+class Guard:
+    """A running `fdguard guard` process and its control socket."""
+
+    def __init__(self, child: Any, rdir: Path, name: str) -> None:
+        self.child = child
+        self.up = json.loads(child.ready)
+        self.ctl = rdir / name / "control.sock"
+        self.name = name
+
+    @property
+    def pid(self) -> int:
+        return int(self.child.pid)
+
+    @property
+    def address(self) -> str:
+        (addrs,) = self.up["listen"].values()
+        return str(addrs[0])
+
+    def status(self) -> dict[str, Any]:
+        st: dict[str, Any] = send_command(self.ctl, {"cmd": "status"})["status"]
+        return st
+
+    def program(self) -> dict[str, Any]:
+        (prog,) = self.status()["programs"].values()
+        return prog  # type: ignore[no-any-return]
+
+    def wait(self, cond: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond(self.program()):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}: {self.program()}")
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM the guard, wait for it, return its exit status and its log."""
+        proc = self.child.proc
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+        return rc, proc.stderr.read().decode()
+
+
+def start_guard(spawn: Callable[..., Any], tmp_path: Path, *args: str, name: str = "t",
+                env: dict[str, str] | None = None) -> Guard:
+    rdir = tmp_path / "run"
+    rdir.mkdir(mode=0o700, exist_ok=True)
+    argv = [sys.executable, "-m", "fdguard", "guard", "--name", name, "--runtime-dir",
+            str(rdir), "--listen", "127.0.0.1:0", *args]
+    child = spawn(argv, timeout=60, env={**os.environ, **(env or {})})
+    return Guard(child, rdir, name)
+
+
+def start_load(spawn: Callable[..., Any], addr: str, *args: str) -> Any:
+    # Its readiness line ('ready', on stderr) is not waited for: stdout gets the summary.
+    return spawn([sys.executable, LOAD, addr, *args], ready=False)
+
+
+def finish_load(load: Any) -> dict[str, Any]:
+    load.proc.send_signal(signal.SIGINT)
+    out, _ = load.proc.communicate(timeout=30)
+    doc: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return doc
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] not in "ZX"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    left = pids
+    while time.monotonic() < deadline:
+        left = [p for p in pids if alive(p)]
+        if not left:
+            return []
+        time.sleep(0.05)
+    return left
+
+
+def _restarts_under_load(spawn: Callable[..., Any], tmp_path: Path, server: list[str],
+                         ready: str, n: int) -> tuple[dict[str, Any], str]:
+    g = start_guard(
+        spawn, tmp_path, "--workers", "2", "--ready", ready, "--max-fd-share", "0.25",
+        "--nofile", "2048", "--interval", "0.1", "--grace", "10",
+        "--env", "LEAK_EVERY=2", "--", *server,
+    )
+    load = start_load(spawn, g.address, "--connections", "8", "--duration", "90",
+                      "--rate", "1500")
+    g.wait(lambda p: p["restarts"] >= n, 90, f"{n} restarts")
+    summary = finish_load(load)
+    rc, log = g.stop()
+    assert rc == 0, log
+    return summary, log
+
+
+@pytest.mark.node
+@pytest.mark.slow
+def test_node_fd_triggered_restarts_under_load_lose_no_request(
+    spawn: Callable[..., Any], tmp_path: Path, node: str
+) -> None:
+    summary, log = _restarts_under_load(spawn, tmp_path, [node, NODE_SERVER], "accepting", 3)
+    restarted = [ln for ln in log.splitlines() if " restarted " in ln]
+    assert len(restarted) >= 3, log
+    assert all("reason='fd share" in ln for ln in restarted), restarted
+    assert summary["ok"] > 500, summary
+    assert summary["failures"] == 0, summary
+
+
+@pytest.mark.slow
+def test_uvloop_fd_triggered_restarts_under_load_lose_no_request(
+    spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    summary, log = _restarts_under_load(
+        spawn, tmp_path, [sys.executable, UVLOOP_SERVER], "notify", 3
+    )
+    assert len([ln for ln in log.splitlines() if " restarted " in ln]) >= 3, log
+    assert summary["ok"] > 500, summary
+    assert summary["failures"] == 0, summary
+
+
+@pytest.mark.node
+def test_kill_9_of_the_guard_leaves_no_worker_behind(
+    spawn: Callable[..., Any], tmp_path: Path, node: str
+) -> None:
+    g = start_guard(spawn, tmp_path, "--workers", "2", "--", node, NODE_SERVER)
+    pids = g.up["pids"][g.name]
+    assert len(pids) == 2
+    assert all(alive(p) for p in pids)
+    os.kill(g.pid, signal.SIGKILL)
+    g.child.proc.wait(timeout=10)
+    assert wait_gone(pids) == [], "workers outlived the guard"
+
+
+def test_fd_count_stays_below_the_limit_where_it_would_hit_emfile(
+    spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    nofile, requests = 256, 900
+    # Baseline: the same server, limit and load without the guard runs out of fds.
+    alone = spawn(["sh", "-c", f'ulimit -n {nofile}; exec "$0" "$1"', sys.executable,
+                   UVLOOP_SERVER], env={**os.environ, "LEAK_EVERY": "1"})
+    load = start_load(spawn, f"127.0.0.1:{alone.ready}", "--connections", "2",
+                      "--rate", "150", "--max-requests", str(requests), "--duration", "60")
+    base = json.loads(load.proc.communicate(timeout=90)[0].decode().splitlines()[-1])
+    assert base["by_kind"].get("http:500", 0) > 0, base  # EMFILE on the leak
+
+    g = start_guard(
+        spawn, tmp_path, "--ready", "notify", "--max-fd-share", "0.3", "--nofile", str(nofile),
+        "--interval", "0.1", "--grace", "5", "--env", "LEAK_EVERY=1", "--",
+        sys.executable, UVLOOP_SERVER,
+    )
+    load = start_load(spawn, g.address, "--connections", "2", "--rate", "150",
+                      "--max-requests", str(requests), "--duration", "60")
+    peak = 0
+    while load.proc.poll() is None:
+        for w in g.program()["workers"]:
+            if w["fds"] is not None:
+                peak = max(peak, w["fds"])
+        time.sleep(0.05)
+    summary = json.loads(load.proc.communicate(timeout=30)[0].decode().splitlines()[-1])
+    restarts = g.program()["restarts"]
+    rc, log = g.stop()
+    assert rc == 0, log
+    assert summary["requests"] == requests
+    assert summary["failures"] == 0, summary
+    assert restarts >= 2, log
+    assert 0 < peak < nofile, peak
