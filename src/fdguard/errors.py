@@ -94,3 +94,14 @@ class StoreError(FdguardError):
 
 class KnownBaseError(FdguardError):
     """The shipped base of known libuv bugs is malformed (a packaging bug, not the user's)."""
+
+
+class TraceRefused(FdguardError):
+    """The kernel refused to let strace ptrace the target (YAMA, capabilities, a tracer)."""
+
+    exit_status = ExitStatus.ACCESS_DENIED
+
+    def __init__(self, pid: int | None, reason: str) -> None:
+        self.pid = pid
+        self.reason = reason
+        super().__init__(f"cannot trace {pid if pid is not None else 'the command'}: {reason}")

@@ -67,6 +67,10 @@ def _register() -> None:
 
     cli.add_command(known_cmd.known)
 
+    from fdguard.cli import trace_cmd
+
+    cli.add_command(trace_cmd.trace)
+
 
 _register()
 
