@@ -27,6 +27,7 @@ runs (bench/watch_cost.py checks it over 100,000 samples).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,23 @@ class Detector(Protocol):
 
 
 DetectorFactory = Callable[[int | None], Detector]
+
+
+def detector_config_for(period: float, bucket: float | None = None) -> DetectorConfig:
+    """The detector's default tuning rescaled to `period` seconds of longest healthy
+    cycle: every duration keeps its ratio to the period (the detector needs one
+    period of history before it judges). `bucket` overrides the bucket length,
+    e.g. to keep a few samples per bucket at a fast interval."""
+    base = DetectorConfig()
+    factor = period / base.period_seconds
+    args: dict[str, Any] = {
+        f.name: getattr(base, f.name) * factor
+        for f in dataclasses.fields(DetectorConfig)
+        if f.name.endswith("_seconds")
+    }
+    if bucket is not None:
+        args["bucket_seconds"] = bucket
+    return DetectorConfig(**args)
 
 
 @dataclass(frozen=True, slots=True)
