@@ -30,7 +30,7 @@ from fdguard.procfs.sockdiag import parse_inet_dump, parse_unix_dump
 DATA = Path(__file__).parent.parent / "data" / "proc"
 
 FUZZ = settings(
-    max_examples=80,
+    max_examples=50,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
