@@ -179,3 +179,12 @@ def test_counts_from_a_store_work_like_snapshots() -> None:
     top = rank(obs, parse_version("1.48.0"))[0]
     assert top.bug.id == "loop-init-epoll-leak"
     assert top.score >= FITS
+
+
+def test_a_bug_of_any_kind_stays_weak_against_a_specific_one() -> None:
+    before, after = _grown([(FdKind.EPOLL, None)] * 3)
+    cands = {c.bug.id: c for c in rank(observe(before, after), parse_version("1.44.2"))}
+    anykind = cands["scm-rights-error-path-leak"]
+    assert 0 < anykind.score < FITS
+    assert any("no kind of its own" in e for e in anykind.evidence_against)
+    assert cands["loop-init-epoll-leak"].score > anykind.score

@@ -35,7 +35,7 @@ def _bug_line(report: KnownReport) -> list[str]:
 def _shape(b: KnownBug) -> str:
     sig = b.signature
     if sig.observable == "counts":
-        grows = " + ".join(f"{n} {k}" for k, n in sig.grows)
+        grows = " + ".join(f"{n} {'fd of any kind' if k == 'any' else k}" for k, n in sig.grows)
         extra = f", without {', '.join(sig.not_with)}" if sig.not_with else ""
         return f"{grows} per {sig.per}{extra}"
     if sig.observable == "cloexec":

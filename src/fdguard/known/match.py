@@ -204,7 +204,13 @@ def _score_counts(bug: KnownBug, obs: Observation, pro: list[str], con: list[str
             con.append(f"{k} grew too (+{g}); this bug leaks no {k}")
         else:
             pro.append(f"{k} did not grow along, as this bug predicts")
-    return coverage * explained * ratio * companions
+    specific = 1.0
+    if "any" in units:
+        # A bug that leaks fds of whatever kind fits every growth, so it cannot be
+        # told apart from the application's own leaks by counts: keep it weak.
+        specific = 0.3
+        con.append("its leak has no kind of its own: growth of any kind fits it")
+    return coverage * explained * ratio * companions * specific
 
 
 def _score_cloexec(bug: KnownBug, obs: Observation, pro: list[str], con: list[str]) -> float:
