@@ -113,7 +113,7 @@ class SqueezeSpec:
     headroom: int = 2
     flood: int = 32
     hold_s: float = 0.5
-    spin_threshold: float = 0.5
+    spin_threshold: float = 0.3
     recover_timeout_s: float = 5.0
 
 

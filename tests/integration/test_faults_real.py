@@ -130,9 +130,12 @@ def test_squeeze_node_server_recovers(spawn: Callable[..., Child], node: str) ->
 def test_squeeze_catches_a_server_that_spins_on_emfile(spawn: Callable[..., Child]) -> None:
     child = spawn(python_proc("stress_emfile_server.py", "--on-emfile", "spin"))
     address = ("127.0.0.1", int(child.ready))
-    result = squeeze(child.pid, address, _probe(address), headroom=1, flood=8, hold_s=0.5)
+    # The machine is shared: a busy loop gets well under a full core, an idle
+    # server next to nothing; 0.2 of a core separates them.
+    result = squeeze(child.pid, address, _probe(address), headroom=1, flood=8, hold_s=0.5,
+                     spin_threshold=0.2)
     assert result.restored
-    assert result.cpu_during >= 0.5
+    assert result.cpu_during >= 0.2
     assert result.spinning
     assert not result.recovered
     assert any("spinning" in p for p in result.problems)

@@ -162,7 +162,7 @@ def squeeze(
     hold_s: float = 0.5,
     recover_timeout_s: float = 5.0,
     idle_window_s: float = 0.5,
-    spin_threshold: float = 0.5,
+    spin_threshold: float = 0.3,
     fd_tolerance: int = 0,
     clock: Clock | None = None,
 ) -> SqueezeResult:
