@@ -1,4 +1,4 @@
-"""Read what a process has mapped (/proc/PID/maps) and open those objects as it sees them.
+"""Read what a process runs and sees: its maps, executable, cwd, environment, own files.
 
 Runtime detection needs the files a process runs: its executable and the
 shared objects in its maps (libuv.so.1, uvloop's extension module). They are
@@ -126,3 +126,91 @@ def list_in_root(pid: int, directory: str, *, root: str = DEFAULT_ROOT) -> list[
         OSError: the directory is gone or unreadable.
     """
     return os.listdir(f"{root}/{pid}/root{directory}")
+
+
+def remove_in_root(pid: int, path: str, *, root: str = DEFAULT_ROOT) -> None:
+    """Remove a file fdguard made the process write (a diagnostic report), as it sees it.
+
+    Raises:
+        OSError: the file is gone or cannot be removed.
+    """
+    os.unlink(f"{root}/{pid}/root{path}")
+
+
+def stat_in_root(pid: int, path: str, *, root: str = DEFAULT_ROOT) -> os.stat_result:
+    """stat() `path` as process `pid` sees it (raises OSError)."""
+    return os.stat(f"{root}/{pid}/root{path}")
+
+
+def same_root(pid: int, *, root: str = DEFAULT_ROOT) -> bool:
+    """True when `pid` sees the same filesystem root as fdguard (no container between us)."""
+    try:
+        a = os.stat(f"{root}/{pid}/root")
+        b = os.stat("/")
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def cwd_path(pid: int, *, root: str = DEFAULT_ROOT) -> str:
+    """The working directory of `pid`, as it sees it.
+
+    Raises:
+        NoSuchProcess, AccessDenied.
+    """
+    with process_errors(pid, "cwd"):
+        return os.readlink(f"{root}/{pid}/cwd")
+
+
+def parse_environ(data: bytes) -> dict[str, str]:
+    """NUL-separated NAME=value pairs (/proc/PID/environ) as a dict; malformed entries skipped."""
+    out: dict[str, str] = {}
+    for item in data.split(b"\0"):
+        name, sep, value = item.partition(b"=")
+        if sep and name:
+            out[name.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return out
+
+
+def read_environ(pid: int, *, root: str = DEFAULT_ROOT) -> dict[str, str]:
+    """The environment `pid` started with.
+
+    Raises:
+        NoSuchProcess, AccessDenied.
+    """
+    with process_errors(pid, "environ"):
+        dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return parse_environ(read_file_at(dir_fd, "environ"))
+        finally:
+            os.close(dir_fd)
+
+
+def parse_uids(data: bytes) -> tuple[int, int]:
+    """(real, effective) uid from /proc/PID/status.
+
+    Raises:
+        ProcfsFormatError: no Uid: line.
+    """
+    for line in data.split(b"\n"):
+        if line.startswith(b"Uid:"):
+            parts = line.split()
+            try:
+                return int(parts[1]), int(parts[2])
+            except (IndexError, ValueError) as err:
+                raise ProcfsFormatError("status", None, f"bad Uid line {line!r}") from err
+    raise ProcfsFormatError("status", None, "no Uid: line")
+
+
+def read_uids(pid: int, *, root: str = DEFAULT_ROOT) -> tuple[int, int]:
+    """(real, effective) uid of `pid`.
+
+    Raises:
+        NoSuchProcess, AccessDenied, ProcfsFormatError.
+    """
+    with process_errors(pid, "status"):
+        dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return parse_uids(read_file_at(dir_fd, "status"))
+        finally:
+            os.close(dir_fd)
