@@ -13,6 +13,7 @@ from fdguard.known.facade import (
     KnownReport,
     known_for_pid,
     known_for_version,
+    known_from_store,
     resolve_version,
 )
 from fdguard.known.versions import Version
@@ -102,6 +103,13 @@ def render_human(report: KnownReport) -> None:
     default=None,
     help="Platform to check bugs for (default: this host's).",
 )
+@click.option(
+    "--store",
+    "store_path",
+    metavar="PATH",
+    default=None,
+    help="With PID: weigh the kind counts the store recorded for it instead of looking now.",
+)
 @click.option("--all", "show_all", is_flag=True, help="List the whole base, every platform.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--proc-root", default="/proc", show_default=True, hidden=True)
@@ -112,6 +120,7 @@ def known(
     uvloop: str | None,
     interval: float,
     platform: str | None,
+    store_path: str | None,
     show_all: bool,
     as_json: bool,
     proc_root: str,
@@ -146,9 +155,14 @@ def known(
     else:
         if pid <= 0:
             raise UsageError(f"PID must be a positive number, not {pid}")
-        report = known_for_pid(
-            pid, interval=interval, platform=platform, version=version, root=proc_root
-        )
+        if store_path is not None:
+            report = known_from_store(
+                store_path, pid, version=version, platform=platform, root=proc_root
+            )
+        else:
+            report = known_for_pid(
+                pid, interval=interval, platform=platform, version=version, root=proc_root
+            )
         if version is not None:
             report = _with_source(report, source)
     if as_json:

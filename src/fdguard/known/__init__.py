@@ -14,8 +14,22 @@ from fdguard.known.base import (
     load_bugs,
     load_bundles,
 )
-from fdguard.known.facade import KnownReport, known_for_pid, known_for_version, resolve_version
-from fdguard.known.match import Candidate, Observation, assess, observe, observe_counts, rank
+from fdguard.known.facade import (
+    KnownReport,
+    known_for_pid,
+    known_for_version,
+    known_from_store,
+    resolve_version,
+)
+from fdguard.known.match import (
+    Candidate,
+    Observation,
+    assess,
+    observe,
+    observe_counts,
+    observe_history,
+    rank,
+)
 from fdguard.known.versions import Version, VersionRange, parse_version
 
 __all__ = [
@@ -31,10 +45,12 @@ __all__ = [
     "carried",
     "known_for_pid",
     "known_for_version",
+    "known_from_store",
     "load_bugs",
     "load_bundles",
     "observe",
     "observe_counts",
+    "observe_history",
     "parse_version",
     "rank",
     "resolve_version",

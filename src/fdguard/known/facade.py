@@ -8,18 +8,20 @@ the carried bugs by how well their signatures fit the growth seen.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fdguard.errors import ToolMissing, UsageError
+from fdguard.errors import NoSuchProcess, ToolMissing, UsageError
 from fdguard.inspect import snapshot
 from fdguard.known.base import KnownBug, bundled_libuv, carried
-from fdguard.known.match import Candidate, Observation, observe, rank
+from fdguard.known.match import Candidate, Observation, observe, observe_history, rank
 from fdguard.known.versions import Version, parse_version
 from fdguard.procfs.process import DEFAULT_ROOT
+from fdguard.store import Store
 
 
 def _runtimes() -> Any:
@@ -177,6 +179,60 @@ def known_for_pid(
         candidates=rank(obs, version, platform=plat) if libuv_seen else (),
         observation=obs,
         runtime=runtimes.runtime_json(info),
+        pid=pid,
+        notes=tuple(notes),
+    )
+
+
+def known_from_store(
+    store_path: str,
+    pid: int,
+    *,
+    version: Version | None = None,
+    platform: str | None = None,
+    root: str = DEFAULT_ROOT,
+) -> KnownReport:
+    """Rank the known bugs against the kind counts the store recorded for `pid`.
+
+    The newest recorded target with that PID is used. The libuv version is
+    `version` when given, else detected when the process still runs.
+
+    Raises:
+        UsageError: the store holds no target with that PID.
+        StoreError: the store cannot be opened.
+    """
+    plat = platform or host_platform()
+    if not os.path.isfile(store_path):
+        raise UsageError(f"no store at {store_path}")
+    with Store(store_path) as store:
+        targets = [t for t in store.targets() if t.ref.pid == pid]
+        if not targets:
+            raise UsageError(f"the store {store_path} has no record of pid {pid}")
+        target = max(targets, key=lambda t: t.last_seen)
+        rows = [(k.t, k.dim, k.name, k.n) for k in store.kind_counts(target.id)]
+    obs = observe_history(rows)
+    notes: list[str] = []
+    runtime: dict[str, Any] | None = None
+    source = "given (--libuv)" if version is not None else "unknown"
+    if version is None:
+        try:
+            runtimes = _runtimes()
+            info = runtimes.detect(pid, root=root)
+        except (NoSuchProcess, ToolMissing) as err:
+            notes.append(f"libuv version not detected ({err}): give it with --libuv")
+        else:
+            runtime = runtimes.runtime_json(info)
+            if info is not None and info.libuv_version:
+                version = parse_version(info.libuv_version)
+                source = f"detected: {info.source}"
+    return KnownReport(
+        version=version,
+        version_source=source,
+        platform=plat,
+        carried=carried(version, platform=plat) if version is not None else (),
+        candidates=rank(obs, version, platform=plat),
+        observation=obs,
+        runtime=runtime,
         pid=pid,
         notes=tuple(notes),
     )

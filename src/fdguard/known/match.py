@@ -11,6 +11,7 @@ it. Bugs of other platforms are never candidates.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,28 @@ def observe_counts(before: dict[str, int], after: dict[str, int], window: str) -
     keys = sorted(set(before) | set(after))
     growth = tuple((k, after.get(k, 0) - before.get(k, 0)) for k in keys)
     return Observation(growth=growth, window=window, counts=tuple(sorted(after.items())))
+
+
+def observe_history(rows: Sequence[tuple[float, str, str, int]]) -> Observation:
+    """An observation from recorded kind counts: (t, dim, name, n) rows, dim "kind" or
+    "tcp_state" (the store's kind_counts), growth from the first recorded moment to the last.
+
+    A kind absent at a recorded moment counted 0 then.
+    """
+    by_t: dict[float, dict[str, int]] = {}
+    for t, dim, name, n in rows:
+        key = name if dim == "kind" else f"tcp:{name}"
+        by_t.setdefault(t, {})[key] = n
+    if not by_t:
+        return Observation(growth=(), window="no recorded kind counts")
+    first, last = min(by_t), max(by_t)
+    if first == last:
+        return Observation(
+            growth=(),
+            window="one recorded moment: no growth measured",
+            counts=tuple(sorted(by_t[last].items())),
+        )
+    return observe_counts(by_t[first], by_t[last], f"{last - first:.0f} s of recorded history")
 
 
 def observe(before: Snapshot, after: Snapshot | None = None) -> Observation:
