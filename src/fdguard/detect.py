@@ -1,0 +1,521 @@
+"""Leak verdicts over fd-count series: an online, causal detector and its offline replay.
+
+Pure functions and plain state, no I/O and no clock: the caller passes each sample's
+timestamp, so the same code judges a live series (`fdguard watch`), a CSV from other
+monitoring (`fdguard analyze`) and the synthetic traces of `bench/detect/`.
+
+Design (robust statistics on the *floor* of the series)
+-------------------------------------------------------
+A leak is "the count never returns to where it was". Healthy traffic moves the count
+up and down around a floor (churn, bursts, a connection pool that fills and is
+recycled); a leak raises the floor itself. So the detector looks only at floors:
+
+1. Samples fall into buckets (`bucket_seconds`, 5 min); each bucket keeps its
+   minimum. The *floor* f(t) is the minimum of the bucket minima over the trailing
+   `floor_seconds` (1 h). Bursts, churn and sawtooth pools shorter than that window
+   only ever add fds on top of the floor, so they cannot move it upwards.
+
+2. The reference R(t) is the HIGHEST floor seen between one `period_seconds` (24 h)
+   and half a period ago. Because that window spans half a period and ends exactly
+   one period back, it contains the same phase of any cycle whose period is at most
+   a day (daily traffic, sawtooth pools of any period up to 24 h): a healthy
+   cycle's current floor can never exceed it. The price is that nothing can be
+   declared before one full period of history (the first day is blind: a morning
+   ramp and a leak are indistinguishable before the evening). Set `period_seconds`
+   lower for services known to have no daily cycle.
+
+3. Rise = f(t) - R(t) must exceed a margin scaled to the series' own noise:
+   max(min_rise, k_sigma * sigma, range_share * day range), where sigma is a robust
+   (MAD) estimate of how much the floor moves within one floor window, and the day
+   range term tolerates day-to-day amplitude changes of a cycle.
+
+4. A one-off step (a pool that grows once and stays) also raises the floor above R.
+   A leak keeps raising it, so the rise must be *spread*: there must be a split time
+   x at least `min_split_seconds` before now with both halves of the rise significant:
+   M(x) - R > split margin and f(t) - M(x) > split margin, where M(x) is the highest
+   floor between half a period ago and x. A single step sits on one side of any
+   split, so one half is only noise. Staircase leaks (a few fds per reconnect storm,
+   per error burst) pass as soon as two storms happened since the reference.
+
+5. The conditions must hold on `persist` consecutive bucket closes. The verdict is
+   latched: once a leak is declared, `detected_at` is fixed (fds that leaked do not
+   come back); rate and ETA keep being refreshed.
+
+The growth rate is a Theil-Sen slope of the floor over the last half period (robust
+to bursts and outliers); the ETA is (soft limit - recent peak) / rate, using the
+recent peak because EMFILE happens when the peaks, not the floor, reach the limit.
+Confidence combines the slope's t-statistic with how many recent evaluations agree.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fdguard.errors import UsageError
+
+__all__ = [
+    "DetectorConfig",
+    "LeakDetector",
+    "LeakVerdict",
+    "analyze",
+    "analyze_by_kind",
+    "eta_against",
+    "theil_sen",
+]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Tuning of `LeakDetector`; the defaults are those measured in bench/detect/."""
+
+    bucket_seconds: float = 300.0
+    """Samples are reduced to one minimum per bucket of this length."""
+    floor_seconds: float = 3600.0
+    """The floor is the minimum count over this trailing window."""
+    smooth_seconds: float = 10800.0
+    """The level compared is the rolling median of the floor over this window."""
+    period_seconds: float = 86400.0
+    """Longest healthy cycle to tolerate (a day); also the history needed to judge."""
+    k_sigma: float = 3.0
+    """The rise over the reference must exceed this many noise sigmas."""
+    split_sigma: float = 3.0
+    """The rise left after removing the biggest step must exceed this many sigmas."""
+    min_rise: float = 5.0
+    """Never call fewer than this many extra fds a leak."""
+    range_share: float = 0.25
+    """The rise must also exceed this share of the floor's range over the last period."""
+    step_seconds: float = 7200.0
+    """A healthy one-off step (a pool growing once) completes within this long."""
+    persist: int = 12
+    """Consecutive bucket closes on which the conditions must hold."""
+    rate_points: int = 25
+    """Floor points (over the last half period) behind the Theil-Sen rate."""
+
+    def __post_init__(self) -> None:
+        if self.bucket_seconds <= 0 or self.floor_seconds < self.bucket_seconds:
+            raise UsageError("need 0 < bucket_seconds <= floor_seconds")
+        if self.period_seconds < 2 * self.floor_seconds:
+            raise UsageError("period_seconds must be at least twice floor_seconds")
+        if self.persist < 1 or self.rate_points < 3:
+            raise UsageError("persist must be >= 1 and rate_points >= 3")
+        if min(self.k_sigma, self.split_sigma, self.min_rise, self.range_share) < 0:
+            raise UsageError("thresholds must not be negative")
+
+
+@dataclass(frozen=True)
+class LeakVerdict:
+    """The detector's judgement of one series at one moment.
+
+    `detected_at` is causal: the timestamp of the first sample at which the online
+    detector, seeing only the data up to then, declared the leak.
+    """
+
+    leak: bool
+    detected_at: float | None
+    rate_per_hour: float | None
+    eta_seconds: float | None
+    confidence: float
+    reason: str
+    level: float | None = None
+    """The recent peak count (basis of the ETA)."""
+    floor: float | None = None
+    """The current floor (minimum over the floor window)."""
+    reference: float | None = None
+    """The highest floor between one period and half a period ago."""
+    samples: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The `fdguard analyze --json` object (DESIGN.md contract, plus extras)."""
+        return {
+            "leak": self.leak,
+            "detected_at": self.detected_at,
+            "rate_per_hour": _round(self.rate_per_hour),
+            "eta_seconds": _round(self.eta_seconds),
+            "confidence": round(self.confidence, 3),
+            "reason": self.reason,
+            "level": _round(self.level),
+            "floor": _round(self.floor),
+            "reference": _round(self.reference),
+            "samples": self.samples,
+        }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+def theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Theil-Sen line through (xs, ys): (slope, intercept), both medians.
+
+    The slope is the median of all pairwise slopes (pairs with equal x skipped),
+    which tolerates up to ~29% arbitrary outliers; the intercept is the median of
+    y - slope * x. Needs at least two distinct xs.
+    """
+    n = len(xs)
+    slopes = [
+        (ys[j] - ys[i]) / (xs[j] - xs[i])
+        for i in range(n)
+        for j in range(i + 1, n)
+        if xs[j] != xs[i]
+    ]
+    if not slopes:
+        raise ValueError("theil_sen needs at least two distinct x values")
+    slope = _median(slopes)
+    intercept = _median([y - slope * x for x, y in zip(xs, ys, strict=True)])
+    return slope, intercept
+
+
+def _median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    mid = n // 2
+    return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
+def _mad_sigma(values: Sequence[float]) -> float:
+    """Robust standard deviation: 1.4826 * median absolute deviation."""
+    med = _median(values)
+    return 1.4826 * _median([abs(v - med) for v in values])
+
+
+@dataclass
+class _Rate:
+    slope_per_s: float
+    tstat: float
+
+
+class LeakDetector:
+    """Online, causal leak detector for one fd-count series (see the module docstring).
+
+    Feed samples in time order with `update(t, count)`; each call returns the verdict
+    given everything seen so far. Memory is bounded (about 1.5 periods of buckets).
+
+    Example:
+        >>> det = LeakDetector(limit=1024)
+        >>> for minute in range(3 * 24 * 60):
+        ...     v = det.update(minute * 60.0, 100 + minute / 60)  # 1 fd per hour
+        >>> v.leak, round(v.rate_per_hour, 1)
+        (True, 1.0)
+    """
+
+    def __init__(self, *, limit: int | None = None, config: DetectorConfig | None = None) -> None:
+        self.limit = limit
+        self.config = config or DetectorConfig()
+        c = self.config
+        self._t0: float | None = None
+        self._last_t: float | None = None
+        self._n = 0
+        # The open bucket.
+        self._bidx: int | None = None
+        self._bmin = math.inf
+        self._bmax = -math.inf
+        # Closed buckets: close time, max, floor (trailing minimum of bucket minima).
+        self._bt: list[float] = []
+        self._bmaxs: list[float] = []
+        self._floor: list[float] = []
+        self._floor_q: deque[tuple[float, float]] = deque()  # (time, bucket min), increasing
+        # The smoothed floor: rolling median of the floor over smooth_seconds.
+        self._level: list[float] = []
+        self._smooth = max(1, round(c.smooth_seconds / c.bucket_seconds))
+        self._keep = int(1.5 * c.period_seconds / c.bucket_seconds) + 8
+        self._lag = max(1, round(max(c.floor_seconds, c.smooth_seconds) / c.bucket_seconds))
+        self._sigma = 0.0
+        self._sigma_at = -math.inf
+        self._rate: _Rate | None = None
+        self._rate_at = -math.inf
+        self._streak = 0
+        self._agree: deque[bool] = deque(maxlen=max(1, round(7200 / c.bucket_seconds)))
+        self._detected_at: float | None = None
+        self._reference: float | None = None
+        self._verdict = LeakVerdict(
+            leak=False,
+            detected_at=None,
+            rate_per_hour=None,
+            eta_seconds=None,
+            confidence=0.0,
+            reason="no samples yet",
+        )
+
+    @property
+    def verdict(self) -> LeakVerdict:
+        """The verdict after the last sample."""
+        return self._verdict
+
+    def update(self, t: float, count: float) -> LeakVerdict:
+        """Add the sample (t seconds, count fds) and return the current verdict.
+
+        Raises:
+            UsageError: t is earlier than the previous sample, or t/count not finite.
+        """
+        if not (math.isfinite(t) and math.isfinite(count)):
+            raise UsageError(f"sample ({t}, {count}) is not a pair of finite numbers")
+        if self._last_t is not None and t < self._last_t:
+            raise UsageError(f"samples must come in time order ({t} < {self._last_t})")
+        if self._t0 is None:
+            self._t0 = t
+        self._last_t = t
+        self._n += 1
+        idx = math.floor(t / self.config.bucket_seconds)
+        if self._bidx is not None and idx != self._bidx:
+            self._close_bucket(t)
+        if idx != self._bidx:
+            self._bidx = idx
+            self._bmin = math.inf
+            self._bmax = -math.inf
+        self._bmin = min(self._bmin, count)
+        self._bmax = max(self._bmax, count)
+        if self._verdict.samples != self._n:
+            self._verdict = _with_samples(self._verdict, self._n)
+        return self._verdict
+
+    # -- internals -------------------------------------------------------------------
+
+    def _close_bucket(self, now: float) -> None:
+        """Record the finished bucket, then judge the series as of `now`."""
+        c = self.config
+        assert self._bidx is not None
+        bt = (self._bidx + 1) * c.bucket_seconds
+        q = self._floor_q
+        while q and q[-1][1] >= self._bmin:
+            q.pop()
+        q.append((bt, self._bmin))
+        while q[0][0] <= bt - c.floor_seconds:
+            q.popleft()
+        self._bt.append(bt)
+        self._bmaxs.append(self._bmax)
+        self._floor.append(q[0][1])
+        self._level.append(_median(self._floor[-self._smooth :]))
+        if len(self._bt) > 2 * self._keep:
+            cut = len(self._bt) - self._keep
+            del self._bt[:cut], self._bmaxs[:cut], self._floor[:cut], self._level[:cut]
+        self._evaluate(now)
+
+    def _evaluate(self, now: float) -> None:
+        c = self.config
+        assert self._t0 is not None
+        t = self._bt[-1]
+        bt, fl = self._bt, self._level
+        history = t - self._t0
+        if t - self._sigma_at >= c.floor_seconds and len(fl) > 2 * self._lag + 2:
+            self._sigma = self._estimate_sigma(t)
+            self._sigma_at = t
+        if t - self._rate_at >= c.floor_seconds and history >= 2 * c.floor_seconds:
+            self._rate = self._estimate_rate(t)
+            self._rate_at = t
+        level = max(self._bmaxs[bisect_right(bt, t - c.floor_seconds) :])
+        current = fl[-1]
+
+        if history < c.period_seconds:
+            left = (c.period_seconds - history) / 3600
+            self._publish(
+                now,
+                level=level,
+                current=current,
+                reference=None,
+                reason=f"warming up: {left:.1f} h more history needed to rule out a daily cycle",
+            )
+            return
+
+        half = c.period_seconds / 2
+        lo = bisect_left(bt, t - c.period_seconds)
+        mid = bisect_right(bt, t - half)
+        if mid <= lo:
+            self._publish(
+                now,
+                level=level,
+                current=current,
+                reference=None,
+                reason="no samples from one period ago (gap in the series)",
+            )
+            return
+        reference = max(fl[lo:mid])
+        day = fl[lo:]
+        margin = max(c.min_rise, c.k_sigma * self._sigma, c.range_share * (max(day) - min(day)))
+        rise = current - reference
+        ok = rise > margin
+        why = ""
+        if ok:
+            ok, why = self._spread(reference, current, mid)
+        else:
+            why = f"floor {current:g} is within {margin:.1f} of the reference {reference:g}"
+        self._agree.append(ok)
+        self._streak = self._streak + 1 if ok else 0
+        if self._detected_at is None and self._streak >= c.persist:
+            self._detected_at = now
+            self._reference = reference
+        if self._detected_at is not None:
+            why = (
+                f"floor rose from {self._reference:g} to {current:g} fds and never came back"
+                if ok or why == ""
+                else f"leak declared earlier; now: {why}"
+            )
+        elif ok:
+            why = f"floor rising ({rise:.1f} fds over the reference), confirming"
+        self._publish(now, level=level, current=current, reference=reference, reason=why)
+
+    def _spread(self, reference: float, current: float, start: int) -> tuple[bool, str]:
+        """Is the rise from `reference` to `current` more than one step?
+
+        The biggest step is the largest rise of the floor's median across any split,
+        comparing the `step_seconds` before the split with the `step_seconds` after it
+        (or what there is of it). A one-off step, sharp or ramped over less than that,
+        is one such rise; a leak still has a significant rise left once it is removed.
+        """
+        c = self.config
+        fl = self._level
+        w = max(1, round(c.step_seconds / c.bucket_seconds))
+        n = len(fl)
+        first = max(start, 1)
+        stride = max(1, w // 12)
+        jump = 0.0
+        for k in range(first, n, stride):
+            jump = max(jump, _median(fl[k : k + w]) - _median(fl[max(0, k - w) : k]))
+        # The current level as the median floor of the last step window, not the
+        # latest floor alone: a slow wander must not pass for a second rise.
+        residual = min(current, _median(fl[-w:])) - reference - jump
+        need = max(c.min_rise / 2, c.split_sigma * self._sigma)
+        if residual > need:
+            return True, ""
+        return False, (
+            f"the rise looks like a one-off step of {jump:.0f} fds "
+            f"(only {max(0.0, residual):.0f} left besides it)"
+        )
+
+    def _estimate_sigma(self, t: float) -> float:
+        """Noise of the floor over the last period, robust to cycles and trends.
+
+        MAD of the floor's second differences at a lag of one floor window
+        (f[i] - 2 f[i-L] + f[i-2L]): a local linear trend (a leak, the slope of a
+        daily cycle) cancels, independent noise remains with variance 6 sigma^2.
+        """
+        c = self.config
+        fl = self._level
+        lag = self._lag
+        lo = max(bisect_left(self._bt, t - c.period_seconds), 2 * lag)
+        diffs = [fl[i] - 2 * fl[i - lag] + fl[i - 2 * lag] for i in range(lo, len(fl))]
+        if len(diffs) < 3:
+            return 0.0
+        return _mad_sigma(diffs) / math.sqrt(6)
+
+    def _estimate_rate(self, t: float) -> _Rate | None:
+        """Theil-Sen slope of the floor over the last half period, with a t-statistic."""
+        c = self.config
+        bt, fl = self._bt, self._level
+        lo = bisect_left(bt, t - c.period_seconds / 2)
+        n = len(bt) - lo
+        if n < 3:
+            return None
+        step = max(1, n // (c.rate_points - 1))
+        idx = list(range(len(bt) - 1, lo - 1, -step))[::-1]
+        xs = [bt[i] - t for i in idx]
+        ys = [fl[i] for i in idx]
+        try:
+            slope, intercept = theil_sen(xs, ys)
+        except ValueError:
+            return None
+        resid = [y - (slope * x + intercept) for x, y in zip(xs, ys, strict=True)]
+        scale = max(_mad_sigma(resid), self._sigma / 2, 0.5)
+        mean_x = sum(xs) / len(xs)
+        sxx = sum((x - mean_x) ** 2 for x in xs)
+        se = scale / math.sqrt(sxx) if sxx > 0 else math.inf
+        return _Rate(slope, slope / se if se > 0 else 0.0)
+
+    def _publish(
+        self,
+        now: float,
+        *,
+        level: float,
+        current: float,
+        reference: float | None,
+        reason: str,
+    ) -> None:
+        leak = self._detected_at is not None
+        rate = self._rate
+        rate_h = None if rate is None else rate.slope_per_s * 3600
+        eta = None
+        if leak and self.limit is not None and rate is not None:
+            if level >= self.limit:
+                eta = 0.0
+            elif rate.slope_per_s > 0:
+                eta = (self.limit - level) / rate.slope_per_s
+        agree = sum(self._agree) / len(self._agree) if self._agree else 0.0
+        tstat = 0.0 if rate is None else max(0.0, rate.tstat)
+        if leak:
+            confidence = 0.5 * agree + 0.5 * (1 - math.exp(-tstat / 6))
+        else:
+            # Sure of "no leak" in proportion to the history seen and the absence of
+            # partial evidence.
+            assert self._t0 is not None
+            seen = min(1.0, (self._bt[-1] - self._t0) / self.config.period_seconds)
+            confidence = seen * (1 - agree)
+        self._verdict = LeakVerdict(
+            leak=leak,
+            detected_at=self._detected_at,
+            rate_per_hour=rate_h,
+            eta_seconds=eta,
+            confidence=min(1.0, max(0.0, confidence)),
+            reason=reason,
+            level=level,
+            floor=current,
+            reference=reference if reference is not None else self._reference,
+            samples=self._n,
+        )
+
+
+def _with_samples(v: LeakVerdict, n: int) -> LeakVerdict:
+    return replace(v, samples=n)
+
+
+def analyze(
+    times: Sequence[float],
+    counts: Sequence[float],
+    limit: int | None = None,
+    config: DetectorConfig | None = None,
+) -> LeakVerdict:
+    """Judge a whole series offline by replaying the online detector over it.
+
+    The verdict is the one after the last sample; `detected_at` is the first sample
+    at which the online detector fired, so it never uses data from the future.
+
+    Raises:
+        UsageError: lengths differ, samples out of time order, or non-finite values.
+    """
+    if len(times) != len(counts):
+        raise UsageError(f"{len(times)} timestamps but {len(counts)} counts")
+    det = LeakDetector(limit=limit, config=config)
+    for t, n in zip(times, counts, strict=True):
+        det.update(float(t), float(n))
+    return det.verdict
+
+
+def analyze_by_kind(
+    times: Sequence[float],
+    counts_by_kind: Mapping[str, Sequence[float]],
+    limit: int | None,
+    config: DetectorConfig | None = None,
+) -> dict[str, LeakVerdict]:
+    """`analyze` each kind's series separately (a CLOSE-WAIT leak under a flat total).
+
+    Each kind's ETA is computed against that kind's own count, as if it alone used
+    the limit; `eta_against` gives the sharper ETA against the total's headroom.
+    """
+    return {
+        kind: analyze(times, series, limit=limit, config=config)
+        for kind, series in counts_by_kind.items()
+    }
+
+
+def eta_against(verdict: LeakVerdict, total_level: float, limit: int | None) -> float | None:
+    """ETA of a (per-kind) leak against the headroom the whole process has left."""
+    if not verdict.leak or limit is None or verdict.rate_per_hour is None:
+        return None
+    if total_level >= limit:
+        return 0.0
+    if verdict.rate_per_hour <= 0:
+        return None
+    return (limit - total_level) / verdict.rate_per_hour * 3600

@@ -1,0 +1,102 @@
+"""LeakDetector on hand-made series fed through a ManualClock: verdict, rate, ETA, API."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from fdguard.clock import ManualClock
+from fdguard.detect import DetectorConfig, LeakDetector, LeakVerdict, analyze, theil_sen
+from fdguard.errors import UsageError
+
+HOUR = 3600.0
+
+
+def feed(det: LeakDetector, clock: ManualClock, hours: float, level, every: float = 60.0):
+    """Sample `level(t)` every `every` seconds of a manual clock for `hours`."""
+    v = det.verdict
+    for _ in range(int(hours * HOUR / every)):
+        t = clock.time()
+        v = det.update(t, level(t))
+        clock.sleep(every)
+    return v
+
+
+def test_slow_linear_leak_is_found_with_rate_and_eta() -> None:
+    clock = ManualClock(start=0.0, wall_offset=1_700_000_000.0)
+    t0 = clock.time()
+    rng = random.Random(1)
+    det = LeakDetector(limit=1024)
+    v = feed(det, clock, 48, lambda t: 200 + (t - t0) / HOUR + rng.randint(-3, 3))
+    assert v.leak
+    assert v.detected_at is not None
+    # It needs one full day to rule out a daily cycle, and not much more.
+    assert 24 * HOUR <= v.detected_at - t0 <= 32 * HOUR
+    assert v.rate_per_hour == pytest.approx(1.0, rel=0.15)
+    level_now = 200 + 48
+    assert v.eta_seconds == pytest.approx((1024 - level_now) * HOUR, rel=0.2)
+    assert 0.5 < v.confidence <= 1.0
+    assert "never came back" in v.reason
+
+
+def test_flat_noisy_series_never_fires() -> None:
+    clock = ManualClock()
+    rng = random.Random(2)
+    det = LeakDetector(limit=1024)
+    v = feed(det, clock, 72, lambda t: 300 + rng.gauss(0, 8))
+    assert not v.leak
+    assert v.detected_at is None
+    assert v.eta_seconds is None
+    assert v.confidence > 0.9
+
+
+def test_nothing_is_declared_in_the_first_period() -> None:
+    det = LeakDetector(limit=10_000)
+    for i in range(23 * 60):
+        v = det.update(i * 60.0, 100 + i)  # a steep rise, but could be a morning ramp
+    assert not v.leak
+    assert "warming up" in v.reason
+
+
+def test_verdict_json_has_the_contract_fields() -> None:
+    v = analyze([0, 60, 120], [5, 5, 6], limit=100)
+    doc = v.to_json()
+    assert {"leak", "detected_at", "rate_per_hour", "eta_seconds", "confidence"} <= doc.keys()
+    assert doc["leak"] is False
+    assert doc["samples"] == 3
+    json.dumps(doc)
+    assert isinstance(v, LeakVerdict)
+
+
+def test_samples_out_of_order_or_not_finite_are_refused() -> None:
+    det = LeakDetector()
+    det.update(10.0, 1)
+    with pytest.raises(UsageError, match="time order"):
+        det.update(5.0, 1)
+    with pytest.raises(UsageError, match="finite"):
+        det.update(20.0, float("nan"))
+    with pytest.raises(UsageError, match="timestamps"):
+        analyze([1, 2], [1])
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(UsageError):
+        DetectorConfig(bucket_seconds=0)
+    with pytest.raises(UsageError):
+        DetectorConfig(period_seconds=60)
+    with pytest.raises(UsageError):
+        DetectorConfig(persist=0)
+
+
+def test_theil_sen_ignores_outliers() -> None:
+    xs = [float(i) for i in range(20)]
+    ys = [2 * x + 1 for x in xs]
+    ys[3] = 500.0
+    ys[11] = -400.0
+    slope, intercept = theil_sen(xs, ys)
+    assert slope == pytest.approx(2.0)
+    assert intercept == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="distinct"):
+        theil_sen([1.0, 1.0], [2.0, 3.0])
