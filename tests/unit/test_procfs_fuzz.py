@@ -23,6 +23,7 @@ from fdguard.classify import classify_link, kind_from_mode
 from fdguard.errors import ProcfsFormatError
 from fdguard.model import FdKind
 from fdguard.procfs.fdinfo import parse_fdinfo
+from fdguard.procfs.maps import parse_maps
 from fdguard.procfs.net import parse_proc_net_inet, parse_proc_net_simple, parse_proc_net_unix
 from fdguard.procfs.process import parse_limits, parse_stat
 from fdguard.procfs.sockdiag import parse_inet_dump, parse_unix_dump
@@ -30,7 +31,7 @@ from fdguard.procfs.sockdiag import parse_inet_dump, parse_unix_dump
 DATA = Path(__file__).parent.parent / "data" / "proc"
 
 FUZZ = settings(
-    max_examples=50,
+    max_examples=40,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -136,7 +137,11 @@ def netlink_messages(draw: st.DrawFn) -> bytes:
     return out
 
 
-ALL = {**TEXT_PARSERS, **DIAG_PARSERS}
+# Parsers with no committed sample: arbitrary bytes only. maps feeds the
+# runtime detection `inspect --json` reports.
+OTHER_PARSERS: dict[str, tuple[Parser, list[str]]] = {"maps": (parse_maps, [])}
+
+ALL = {**TEXT_PARSERS, **DIAG_PARSERS, **OTHER_PARSERS}
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
