@@ -97,6 +97,9 @@ def test_bundles_parse_and_name_their_source() -> None:
 @pytest.mark.parametrize(
     ("runtime", "release", "libuv"),
     [
+        ("node", "14.19.3", "1.42.0"),
+        ("node", "16.15.1", "1.43.0"),
+        ("node", "18.4.0", "1.43.0"),
         ("node", "20.20.2", "1.46.0"),
         ("node", "22.20.0", "1.51.0"),
         ("uvloop", "0.17.0", "1.43.0"),
