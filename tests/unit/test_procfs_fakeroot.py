@@ -226,3 +226,10 @@ def test_missing_net_tables_leave_sockets_unresolved(tree: Path) -> None:
     assert len(socks) == 7
     assert all(f.kind is FdKind.OTHER for f in socks)
     assert all(f.note is not None for f in socks)
+
+
+def test_count_on_real_procfs_is_the_directory_size() -> None:
+    # Linux >= 6.2 (this machine runs 6.18): the size of /proc/PID/fd is the count.
+    pid = os.getpid()
+    assert fdguard.count(pid) == os.stat(f"/proc/{pid}/fd").st_size > 0
+    assert os.stat(ROOT).st_ino != 1  # a plain tree is never mistaken for procfs
