@@ -173,6 +173,8 @@ class GuardConfig:
         seen: dict[str, str] = {}
         for p in self.programs:
             for ls in p.listen:
+                if ls.family == "tcp" and ls.port == 0:
+                    continue  # any free port: never the same twice
                 addr = str(ls)
                 if addr in seen:
                     raise UsageError(

@@ -328,9 +328,14 @@ class Supervisor:
             self._next_check = now + self.config.interval
         for prog in self.programs.values():
             self._step(prog, now, check)
-        if not self._up and all(
-            p.fatal or all(w is not None and w.state is WorkerState.READY for w in p.slots)
-            for p in self.programs.values()
+        progs = self.programs.values()
+        if (
+            not self._up
+            and not all(p.fatal for p in progs)
+            and all(
+                p.fatal or all(w is not None and w.state is WorkerState.READY for w in p.slots)
+                for p in progs
+            )
         ):
             self._up = True
             pids = {name: [w.pid for w in p.slots if w] for name, p in self.programs.items()}
@@ -647,9 +652,6 @@ class Supervisor:
                 return
             if w.ready_at is not None and now - w.ready_at < MIN_UPTIME:
                 prog.failures += 1
-                prog.next_try = now + trig.backoff_delay(
-                    prog.failures, prog.spec.backoff, prog.spec.backoff_max
-                )
                 if prog.failures >= prog.spec.max_start_failures and all(
                     s is None for s in prog.slots
                 ):
@@ -657,6 +659,10 @@ class Supervisor:
                     self._emit("fatal", w.program, reason="crash loop: workers exit right "
                                "after becoming ready")
                     return
+                delay = trig.backoff_delay(prog.failures, prog.spec.backoff,
+                                           prog.spec.backoff_max)
+                prog.next_try = now + delay
+                self._emit("backoff", w.program, slot=w.slot, data={"delay": delay})
             prog.pending.appendleft((w.slot, f"worker exited ({desc})"))
 
     def _read_notify(self) -> None:

@@ -1,0 +1,176 @@
+"""The guard as a supervisor, with real processes: backoff and give-up, crash respawn,
+SIGHUP rolling restarts one at a time, stop-signal forwarding, isolated programs from TOML."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fdguard.guard.control import send_command
+
+PROCS = Path(__file__).parent.parent / "procs"
+UVLOOP_SERVER = str(PROCS / "guard_uvloop_server.py")
+NODE_SERVER = str(PROCS / "guard_node_server.js")
+
+
+def _guard(spawn: Callable[..., Any], tmp_path: Path, *args: str, ready: bool = True) -> Any:
+    rdir = tmp_path / "run"
+    rdir.mkdir(mode=0o700, exist_ok=True)
+    return spawn([sys.executable, "-m", "fdguard", "guard", "--runtime-dir", str(rdir), *args],
+                 timeout=60, ready=ready)
+
+
+def _status(tmp_path: Path, name: str) -> dict[str, Any]:
+    ans = send_command(tmp_path / "run" / name / "control.sock", {"cmd": "status"})
+    st: dict[str, Any] = ans["status"]
+    return st
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _events(log: str) -> list[str]:
+    return [ln.split("fdguard guard: ", 1)[1] for ln in log.splitlines() if "fdguard guard: " in ln]
+
+
+def test_a_worker_that_cannot_start_backs_off_then_the_guard_gives_up(
+    spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    g = _guard(spawn, tmp_path, "--name", "bad", "--ready", "none", "--max-start-failures", "3",
+               "--backoff", "0.1", "--", "sh", "-c", "exit 3", ready=False)
+    assert g.proc.wait(timeout=30) == 1
+    ev = _events(g.proc.stderr.read().decode())
+    # Each exit is a failed start (before readiness was seen) or a crash right
+    # after ready, which counts the same: backoff doubling, then FATAL, exit 1.
+    crashes = [e for e in ev if "reason='unexpected'" in e or e.startswith("start-failed")]
+    delays = [float(e.split("delay=")[1].split()[0]) for e in ev if e.startswith("backoff")]
+    assert len(crashes) == 3, ev
+    assert delays == [0.1, 0.2], ev
+    assert any(e.startswith("fatal program=bad") for e in ev), ev
+
+
+def test_a_command_that_does_not_exist_is_given_up_with_backoff(
+    spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    g = _guard(spawn, tmp_path, "--name", "nx", "--ready", "none", "--max-start-failures", "3",
+               "--backoff", "0.05", "--", "/nonexistent/server", ready=False)
+    assert g.proc.wait(timeout=30) == 1
+    ev = _events(g.proc.stderr.read().decode())
+    failed = [e for e in ev if e.startswith("start-failed")]
+    assert len(failed) == 3, ev
+    assert "command not found" in failed[0]
+    delays = [float(e.split("delay=")[1].split()[0]) for e in ev if e.startswith("backoff")]
+    assert delays == [0.05, 0.1], ev
+    assert any(e.startswith("fatal program=nx") for e in ev), ev
+    assert not any(e.startswith("up ") for e in ev), ev
+
+
+def test_a_crashed_worker_is_replaced(spawn: Callable[..., Any], tmp_path: Path) -> None:
+    g = _guard(spawn, tmp_path, "--name", "c", "--listen", "127.0.0.1:0", "--ready", "notify",
+               "--", sys.executable, UVLOOP_SERVER)
+    (pid,) = json.loads(g.ready)["pids"]["c"]
+    time.sleep(0)  # no wait needed: MIN_UPTIME only slows crash loops
+    os.kill(pid, signal.SIGKILL)
+
+    def replaced() -> bool:
+        ws = _status(tmp_path, "c")["programs"]["c"]["workers"]
+        return len(ws) == 1 and ws[0]["pid"] != pid and ws[0]["state"] == "ready"
+
+    _wait(replaced, 30, "a replacement worker")
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(timeout=30) == 0
+    ev = _events(g.proc.stderr.read().decode())
+    assert any(e.startswith(f"exit program=c worker=0 pid={pid}") and "SIGKILL" in e
+               for e in ev), ev
+    assert any("reason='worker exited (killed by SIGKILL)'" in e for e in ev), ev
+
+
+def test_sighup_rolls_through_workers_one_at_a_time(spawn: Callable[..., Any],
+                                                    tmp_path: Path) -> None:
+    g = _guard(spawn, tmp_path, "--name", "r", "--listen", "127.0.0.1:0", "--workers", "3",
+               "--ready", "notify", "--grace", "5", "--", sys.executable, UVLOOP_SERVER)
+    old = set(json.loads(g.ready)["pids"]["r"])
+    g.proc.send_signal(signal.SIGHUP)
+    _wait(lambda: _status(tmp_path, "r")["programs"]["r"]["restarts"] == 3, 60, "3 restarts")
+    new = {w["pid"] for w in _status(tmp_path, "r")["programs"]["r"]["workers"]
+           if w["state"] == "ready"}
+    assert len(new) == 3
+    assert not (old & new)
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(timeout=30) == 0
+    ev = _events(g.proc.stderr.read().decode())
+    # Rolling: each replacement is ready (restarted) before the next one starts.
+    order = [e.split()[0] for e in ev if e.split()[0] in ("restart", "restarted")]
+    assert order == ["restart", "restarted"] * 3, ev
+    assert all("reason='SIGHUP (on demand)'" in e for e in ev if e.startswith("restart ")), ev
+
+
+def test_sigterm_is_forwarded_and_workers_drain(spawn: Callable[..., Any],
+                                               tmp_path: Path) -> None:
+    g = _guard(spawn, tmp_path, "--name", "s", "--listen", "127.0.0.1:0", "--workers", "2",
+               "--ready", "notify", "--", sys.executable, UVLOOP_SERVER)
+    pids = json.loads(g.ready)["pids"]["s"]
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(timeout=30) == 0
+    ev = _events(g.proc.stderr.read().decode())
+    for pid in pids:
+        # exit status 0: the worker drained on SIGTERM and exited by itself.
+        assert any(e.startswith("exit ") and f"pid={pid}" in e and "exit status 0" in e
+                   for e in ev), ev
+
+
+def test_isolated_programs_from_toml_restart_alone(spawn: Callable[..., Any], tmp_path: Path,
+                                                   node: str) -> None:
+    cfg = tmp_path / "iso.toml"
+    cfg.write_text(f"""
+[guard]
+name = "iso"
+interval = 0.1
+
+[programs.web]
+command = [{json.dumps(node)}, {json.dumps(NODE_SERVER)}]
+listen = ["127.0.0.1:0"]
+nofile = 512
+
+[programs.leaky]
+command = [{json.dumps(sys.executable)}, {json.dumps(UVLOOP_SERVER)}]
+listen = ["127.0.0.1:0"]
+ready = "notify"
+nofile = 128
+max_fd_share = 0.5
+env = {{ LEAK_EVERY = "1" }}
+""")
+    g = _guard(spawn, tmp_path, "--config", str(cfg))
+    up = json.loads(g.ready)
+    web_pid = up["pids"]["web"][0]
+    leaky_addr = up["listen"]["leaky"][0]
+    host, port = leaky_addr.rsplit(":", 1)
+    import http.client
+
+    for _ in range(100):  # about 70 leaked fds: over half of 128
+        c = http.client.HTTPConnection(host, int(port), timeout=10)
+        c.request("GET", "/")
+        assert c.getresponse().status == 200
+        c.close()
+    _wait(lambda: _status(tmp_path, "iso")["programs"]["leaky"]["restarts"] >= 1, 30,
+          "the leaky program's restart")
+    st = _status(tmp_path, "iso")["programs"]
+    assert st["web"]["restarts"] == 0
+    assert [w["pid"] for w in st["web"]["workers"]] == [web_pid]
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(timeout=30) == 0
+    ev = _events(g.proc.stderr.read().decode())
+    assert any(e.startswith("restart program=leaky") and "fd share" in e for e in ev), ev
+    assert not any(e.startswith("restart program=web") for e in ev), ev
