@@ -13,11 +13,13 @@ are never joined across it.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -165,4 +167,20 @@ def plot_history(
     ax.xaxis_date(tz=dt.UTC)
     out = Path(path)
     fig.savefig(out, format="png")
+    _release_fonts()
     return out
+
+
+def _release_fonts() -> None:
+    """Close the font files matplotlib keeps open in its font cache.
+
+    matplotlib caches FT2Font objects (each holding its .ttf open) for the life
+    of the process; a long-running fdguard (watch, export) must not carry fds it
+    no longer needs, so the cache is dropped after each chart. The cache is
+    private API: if it moves, charts still work and only the fds stay cached.
+    """
+    cached = getattr(font_manager, "_get_font", None)
+    clear = getattr(cached, "cache_clear", None)
+    if callable(clear):
+        clear()
+        gc.collect()

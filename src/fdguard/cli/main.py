@@ -55,6 +55,11 @@ def _register() -> None:
     cli.add_command(inspect_cmd.inspect)
     cli.add_command(inspect_cmd.count_cmd)
 
+    from fdguard.cli import explain_cmd, run_cmd
+
+    cli.add_command(explain_cmd.explain_cmd)
+    cli.add_command(run_cmd.run_cmd)
+
     from fdguard.cli import limits_cmd
 
     cli.add_command(limits_cmd.limits)
@@ -63,6 +68,13 @@ def _register() -> None:
 
     cli.add_command(guard_cmd.guard)
 
+    from fdguard.cli import export_cmd, history_cmd, watch_cmd
+
+    cli.add_command(watch_cmd.watch)
+    cli.add_command(export_cmd.export)
+    cli.add_command(history_cmd.history)
+    cli.add_command(history_cmd.plot)
+
     from fdguard.cli import known_cmd
 
     cli.add_command(known_cmd.known)
@@ -70,6 +82,10 @@ def _register() -> None:
     from fdguard.cli import trace_cmd
 
     cli.add_command(trace_cmd.trace)
+
+    from fdguard.cli import stress_cmd
+
+    cli.add_command(stress_cmd.stress)
 
 
 _register()

@@ -1,0 +1,367 @@
+"""`fdguard watch`: follow processes' fd counts live, detect leaks, alert, record history."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.live import Live
+from rich.table import Table
+
+from fdguard.alerts import (
+    AlertEngine,
+    CommandSink,
+    EtaRule,
+    LogSink,
+    RateRule,
+    Sink,
+    StreamSink,
+    ThresholdRule,
+    TrendRule,
+    WebhookSink,
+)
+from fdguard.cli.render import console, echo_json
+from fdguard.errors import LeakDetected, NoSuchProcess, UsageError
+from fdguard.store import Store, default_path
+from fdguard.targets import LaunchedProcess, SpecKind, TargetSet, TargetSpec
+from fdguard.watch import TargetView, WatchConfig, Watcher, WatchEvent
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def target_options(f: F) -> F:
+    """The options that say which processes to follow (shared by watch and export)."""
+    opts = [
+        click.option("--pid", "pids", multiple=True, type=int, help="Follow this PID."),
+        click.option(
+            "--name", "names", multiple=True, help="Follow processes whose comm matches REGEX."
+        ),
+        click.option(
+            "--cmdline",
+            "cmdlines",
+            multiple=True,
+            help="Follow processes whose command line matches REGEX.",
+        ),
+        click.option(
+            "--pidfile",
+            "pidfiles",
+            multiple=True,
+            help="Follow the PID in this file (re-read: restarts are followed).",
+        ),
+        click.option(
+            "--cgroup",
+            "cgroups",
+            multiple=True,
+            help="Follow every process of this cgroup (v2 path).",
+        ),
+        click.option(
+            "-t",
+            "--target",
+            "specs",
+            multiple=True,
+            help="A target spec: pid:N, name:RE, cmdline:RE, pidfile:P, cgroup:P.",
+        ),
+        click.option(
+            "--store",
+            "store_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="SQLite store [default: $XDG_DATA_HOME/fdguard/fdguard.db].",
+        ),
+        click.option("--no-store", is_flag=True, help="Record nothing on disk."),
+        click.option(
+            "--interval",
+            type=click.FloatRange(min=0.01),
+            default=1.0,
+            show_default=True,
+            help="Seconds between counts.",
+        ),
+        click.option(
+            "--snapshot-every",
+            type=click.FloatRange(min=0.01),
+            default=60.0,
+            show_default=True,
+            help="Seconds between full classified snapshots.",
+        ),
+        click.option(
+            "--rescan-every",
+            type=click.FloatRange(min=0.01),
+            default=5.0,
+            show_default=True,
+            help="Seconds between re-resolving name/cmdline/pidfile/cgroup targets.",
+        ),
+        click.option(
+            "--duration",
+            type=click.FloatRange(min=0),
+            default=None,
+            help="Stop after this many seconds.",
+        ),
+        click.option(
+            "--rounds",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Stop after this many sampling rounds.",
+        ),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_specs(
+    pids: tuple[int, ...],
+    names: tuple[str, ...],
+    cmdlines: tuple[str, ...],
+    pidfiles: tuple[str, ...],
+    cgroups: tuple[str, ...],
+    specs: tuple[str, ...],
+) -> list[TargetSpec]:
+    out = [TargetSpec.parse(s) for s in specs]
+    out += [TargetSpec.parse(f"pid:{p}") for p in pids]
+    out += [TargetSpec.parse(f"name:{n}") for n in names]
+    out += [TargetSpec.parse(f"cmdline:{c}") for c in cmdlines]
+    out += [TargetSpec(SpecKind.PIDFILE, p) for p in pidfiles]
+    out += [TargetSpec(SpecKind.CGROUP, c) for c in cgroups]
+    return out
+
+
+def open_store(store_path: Path | None, no_store: bool) -> Store | None:
+    if no_store:
+        return None
+    return Store(store_path or default_path())
+
+
+def _eta(v: TargetView) -> str:
+    if v.verdict is None or not v.verdict.leak or v.verdict.eta_seconds is None:
+        return "-"
+    s = v.verdict.eta_seconds
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}m"
+    if s < 172800:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"
+
+
+def live_table(views: tuple[TargetView, ...]) -> Table:
+    """The table a person keeps open during an incident."""
+    table = Table(title="fdguard watch", title_justify="left", expand=False)
+    for col in (
+        "PID",
+        "NAME",
+        "FDS",
+        "LIMIT",
+        "USE",
+        "LEAK",
+        "RATE/h",
+        "ETA",
+        "TOP KINDS",
+        "ALERTS",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("PID", "FDS", "LIMIT", "USE", "RATE/h") else "left"
+        )
+    for v in views:
+        share = f"{v.count / v.soft_limit:.0%}" if v.count is not None and v.soft_limit else "-"
+        verdict = v.verdict
+        leak = (
+            "-" if verdict is None else (f"YES {verdict.confidence:.0%}" if verdict.leak else "no")
+        )
+        rate = (
+            f"{verdict.rate_per_hour:.0f}"
+            if verdict and verdict.leak and verdict.rate_per_hour
+            else "-"
+        )
+        kinds = ", ".join(f"{k} {n}" for k, n in list(v.by_kind.items())[:3])
+        leaking_kinds = [k for k, kv in v.kind_verdicts.items() if kv.leak]
+        if leaking_kinds:
+            kinds += "  leaking: " + ", ".join(leaking_kinds)
+        table.add_row(
+            str(v.target.pid),
+            v.target.comm,
+            "-" if v.count is None else str(v.count),
+            "-" if v.soft_limit is None else str(v.soft_limit),
+            share,
+            leak,
+            rate,
+            _eta(v),
+            kinds,
+            ", ".join(v.firing),
+        )
+    return table
+
+
+def build_alerts(threshold: float, rate: float, eta_horizon: float) -> AlertEngine:
+    return AlertEngine(
+        [
+            ThresholdRule(fire_at=threshold, clear_at=max(0.0, threshold - 0.1)),
+            RateRule(fire_per_hour=rate, clear_per_hour=rate / 2),
+            TrendRule(),
+            EtaRule(fire_below=eta_horizon, clear_above=eta_horizon * 1.5),
+        ]
+    )
+
+
+def _human_event(ev: WatchEvent) -> str | None:
+    d = ev.data
+    who = f"pid {ev.ref.pid} ({ev.name})" if ev.ref is not None else ev.label
+    if ev.type == "alert":
+        return f"[{d['severity']}] {d['rule']} {d['state']}: {who}: {d['message']}"
+    if ev.type in ("start", "restart"):
+        extra = f" (was pid {d['previous_pid']})" if ev.type == "restart" else ""
+        return f"{ev.type}: {who}{extra}, soft limit {d.get('soft_limit')}"
+    if ev.type == "exit":
+        return f"exit: {who}"
+    if ev.type == "limit_change":
+        return f"limit change: {who}: soft {d['old_soft']} -> {d['soft_limit']}"
+    if ev.type == "verdict" and d.get("leak"):
+        what = f" of {d['kind']}" if d.get("kind") else ""
+        return f"leak{what}: {who}: {d.get('reason')}"
+    if ev.type == "error":
+        return f"error: {who}: {d.get('message')}"
+    return None
+
+
+@click.command()
+@target_options
+@click.option("--json", "as_json", is_flag=True, help="Stream events as JSON lines (no table).")
+@click.option("--samples", is_flag=True, help="With --json, also stream every sample.")
+@click.option("--webhook", "webhooks", multiple=True, help="POST alert JSON to this URL.")
+@click.option(
+    "--alert-command",
+    "alert_commands",
+    multiple=True,
+    help="Run this command per alert (JSON on stdin, FDGUARD_ALERT_* in env).",
+)
+@click.option("--alert-log", is_flag=True, help="Also log alerts (logging, to stderr).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.01, 1.0),
+    default=0.8,
+    show_default=True,
+    help="Alert at this share of the soft limit.",
+)
+@click.option(
+    "--rate",
+    "rate_alert",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Alert when a leak grows faster than this many fds/hour.",
+)
+@click.option(
+    "--eta-horizon",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    help="Alert when the limit is reached in under this many seconds.",
+)
+@click.option("--fail-on-leak", is_flag=True, help="Exit with status 10 if a leak was found.")
+def watch(
+    pids: tuple[int, ...],
+    names: tuple[str, ...],
+    cmdlines: tuple[str, ...],
+    pidfiles: tuple[str, ...],
+    cgroups: tuple[str, ...],
+    specs: tuple[str, ...],
+    store_path: Path | None,
+    no_store: bool,
+    interval: float,
+    snapshot_every: float,
+    rescan_every: float,
+    duration: float | None,
+    rounds: int | None,
+    command: tuple[str, ...],
+    as_json: bool,
+    samples: bool,
+    webhooks: tuple[str, ...],
+    alert_commands: tuple[str, ...],
+    alert_log: bool,
+    threshold: float,
+    rate_alert: float,
+    eta_horizon: float,
+    fail_on_leak: bool,
+) -> None:
+    """Follow processes' fds live: leak verdict, rate, ETA to the limit, alerts.
+
+    \b
+    Examples:
+      fdguard watch --pid 1234
+      fdguard watch --name '^node$' --webhook http://127.0.0.1:9000/hook
+      fdguard watch --json -- node server.js
+    """
+    target_specs = build_specs(pids, names, cmdlines, pidfiles, cgroups, specs)
+    launched = LaunchedProcess(command) if command else None
+    if launched is not None:
+        target_specs.append(launched.spec)
+    if not target_specs:
+        raise UsageError(
+            "nothing to watch: give --pid, --name, --cmdline, --pidfile, --cgroup or -- CMD"
+        )
+    store = None
+    try:
+        store = open_store(store_path, no_store)
+        sinks: list[Sink] = [WebhookSink(u) for u in webhooks]
+        sinks += [CommandSink(shlex.split(c)) for c in alert_commands]
+        if alert_log:
+            sinks.append(LogSink())
+        out = click.get_text_stream("stdout")
+        live_view = not as_json and out.isatty()
+        if not as_json and not live_view:
+            sinks.append(StreamSink(out, as_json=False))
+        found_leak = False
+
+        def on_event(ev: WatchEvent) -> None:
+            nonlocal found_leak
+            if ev.type == "verdict" and ev.data.get("leak"):
+                found_leak = True
+            if as_json:
+                if ev.type != "sample" or samples:
+                    echo_json(ev.to_json())
+            elif not live_view and ev.type not in ("alert", "sample", "snapshot"):
+                line = _human_event(ev)
+                if line:
+                    click.echo(line)
+
+        config = WatchConfig(
+            interval=interval, snapshot_every=snapshot_every, rescan_every=rescan_every
+        )
+        watcher = Watcher(
+            TargetSet(target_specs),
+            config=config,
+            store=store,
+            alerts=build_alerts(threshold, rate_alert, eta_horizon),
+            sinks=sinks,
+            on_event=on_event,
+        )
+        if live_view:
+            with Live(live_table(()), console=console(), auto_refresh=False) as live:
+
+                def refresh() -> bool:
+                    live.update(live_table(watcher.views()), refresh=True)
+                    return launched is not None and launched.poll() is not None
+
+                watcher.run(max_rounds=rounds, duration=duration, until=refresh)
+        else:
+            watcher.run(
+                max_rounds=rounds,
+                duration=duration,
+                until=(lambda: launched.poll() is not None) if launched is not None else None,
+            )
+        if watcher.samples == 0 and watcher.finished and launched is None:
+            # Only PID targets can be "finished" before a single sample: they were gone.
+            raise NoSuchProcess(int(target_specs[0].value), "nothing to watch")
+        if fail_on_leak and found_leak:
+            raise LeakDetected("an fd leak was found")
+    finally:
+        if launched is not None:
+            launched.stop()
+        if store is not None:
+            store.close()
+        sys.stdout.flush()

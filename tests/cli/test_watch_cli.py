@@ -1,0 +1,147 @@
+"""`fdguard watch`, `export`, `history` and `plot` through the real CLI in-process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from click.testing import CliRunner
+from rich.console import Console
+
+from fdguard.cli.main import cli
+from fdguard.cli.watch_cmd import live_table
+from fdguard.clock import ManualClock
+from fdguard.targets import SpecKind, TargetSet, TargetSpec
+from fdguard.watch import Watcher
+
+IDLE = [sys.executable, "-c", "print('ready', flush=True); import sys; sys.stdin.read()"]
+
+
+def _lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_watch_json_streams_events_and_records_history(spawn, tmp_path: Path) -> None:
+    child = spawn(IDLE)
+    db = tmp_path / "fd.db"
+    res = CliRunner().invoke(cli, ["watch", "--pid", str(child.pid), "--rounds", "4",
+                                   "--interval", "0.05", "--json", "--samples",
+                                   "--store", str(db)])
+    assert res.exit_code == 0, res.output
+    events = _lines(res.stdout)
+    types = [e["type"] for e in events]
+    assert types[0] == "start"
+    assert types.count("sample") == 4
+    assert "snapshot" in types
+    real = len(os.listdir(f"/proc/{child.pid}/fd"))
+    assert {e["count"] for e in events if e["type"] == "sample"} == {real}
+    assert all(e["pid"] == child.pid for e in events)
+
+    res = CliRunner().invoke(cli, ["history", "--store", str(db), "--json"])
+    assert res.exit_code == 0, res.output
+    [t] = json.loads(res.stdout)["targets"]
+    assert (t["pid"], t["samples"], t["label"]) == (child.pid, 4, f"pid:{child.pid}")
+    res = CliRunner().invoke(cli, ["history", "--store", str(db), "--pid", str(child.pid),
+                                   "--json"])
+    [d] = json.loads(res.stdout)["targets"]
+    assert [s["count"] for s in d["samples"]] == [real] * 4
+    assert any(k["dim"] == "kind" and k["name"] == "pipe" for k in d["kinds"])
+    assert [e["type"] for e in d["events"]] == ["start"]
+    res = CliRunner().invoke(cli, ["history", "--store", str(db)])
+    assert res.exit_code == 0
+    assert str(child.pid) in res.stdout
+
+    png = tmp_path / "fds.png"
+    res = CliRunner().invoke(cli, ["plot", "--store", str(db), "--pid", str(child.pid),
+                                   "-o", str(png)])
+    assert res.exit_code == 0, res.output
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 10_000
+
+
+def test_watch_alert_reaches_a_command(spawn, tmp_path: Path) -> None:
+    child = spawn(["prlimit", "--nofile=100:100", *IDLE])
+    out = tmp_path / "alert.json"
+    hook = f"{sys.executable} -c \"import sys; open('{out}', 'w').write(sys.stdin.read())\""
+    # Any process is over 1% of a 100-fd limit: the threshold rule fires after 3 samples.
+    res = CliRunner().invoke(cli, ["watch", "--pid", str(child.pid), "--rounds", "4",
+                                   "--interval", "0.05", "--no-store", "--threshold", "0.01",
+                                   "--alert-command", hook])
+    assert res.exit_code == 0, res.output
+    alert = json.loads(out.read_text())
+    assert (alert["rule"], alert["state"], alert["pid"]) == ("threshold", "firing", child.pid)
+    # Not a tty: plain lines, one per lifecycle event and per alert.
+    assert f"start: pid {child.pid}" in res.stdout
+    assert "[warning] threshold firing" in res.stdout
+
+
+def test_watch_launched_command_until_it_exits(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["watch", "--json", "--no-store", "--interval", "0.05",
+                                   "--rescan-every", "0.05", "--", sys.executable, "-c",
+                                   "import os,time; fds=[os.open('/dev/null', 0) "
+                                   "for _ in range(50)]; time.sleep(1)"])
+    assert res.exit_code == 0, res.output
+    events = _lines(res.stdout)
+    assert events[0]["type"] == "start"
+    assert events[-1]["type"] == "exit"
+    assert events[-1]["last_count"] >= 50
+
+
+def test_watch_errors_are_exit_statuses(spawn) -> None:
+    assert CliRunner().invoke(cli, ["watch", "--no-store"]).exit_code == 2
+    child = spawn(IDLE)
+    pid = child.pid
+    child.proc.kill()
+    child.proc.wait()
+    res = CliRunner().invoke(cli, ["watch", "--pid", str(pid), "--no-store", "--rounds", "2"])
+    assert res.exit_code == 3, res.output
+    assert CliRunner().invoke(cli, ["watch", "-t", "bogus:1", "--no-store"]).exit_code == 2
+
+
+def test_export_serves_on_loopback_until_done(spawn, tmp_path: Path) -> None:
+    child = spawn(IDLE)
+    res = CliRunner().invoke(cli, ["export", "--pid", str(child.pid), "--no-store",
+                                   "--rounds", "3", "--interval", "0.05",
+                                   "--listen", "127.0.0.1:0"])
+    assert res.exit_code == 0, res.output
+    # Loopback, and the port the kernel chose (not 0), are what the operator is told.
+    assert "serving http://127.0.0.1:" in res.stderr
+    assert "127.0.0.1:0/" not in res.stderr
+    assert CliRunner().invoke(cli, ["export", "--pid", "1", "--listen", "nope"]).exit_code == 2
+
+
+def test_live_table_renders_what_an_operator_needs(spawn) -> None:
+    child = spawn(IDLE)
+    w = Watcher(TargetSet([TargetSpec(SpecKind.PID, str(child.pid))]), clock=ManualClock())
+    w.run(max_rounds=2)
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(live_table(w.views()))
+    text = buf.getvalue()
+    for col in ("PID", "FDS", "LIMIT", "LEAK", "RATE/h", "ETA", "TOP KINDS"):
+        assert col in text
+    assert str(child.pid) in text
+    assert "pipe" in text
+
+
+def test_export_metrics_endpoint_answers_while_running(spawn) -> None:
+    # The library path `fdguard export` wraps: serve the collector, scrape it over HTTP.
+    from fdguard.exporter import WatchCollector, serve
+
+    child = spawn(IDLE)
+    w = Watcher(TargetSet([TargetSpec(SpecKind.PID, str(child.pid))]), clock=ManualClock())
+    w.run(max_rounds=1)
+    server = serve(WatchCollector(w.views), port=0)
+    try:
+        assert server.host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+    finally:
+        server.close()
+    line = next(x for x in body.splitlines() if x.startswith("process_open_fds{"))
+    assert f'pid="{child.pid}"' in line
+    assert float(line.rsplit(" ", 1)[1]) == len(os.listdir(f"/proc/{child.pid}/fd"))
