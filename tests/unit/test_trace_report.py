@@ -8,7 +8,7 @@ from fdguard.model import Fd, FdKind, Limits, ProcessRef, Snapshot, TcpState
 from fdguard.trace.frames import FrameOrigin
 from fdguard.trace.lifecycle import track
 from fdguard.trace.parse import parse_lines
-from fdguard.trace.report import Ownership, VerdictCode, build_report, verdict_for
+from fdguard.trace.report import Owner, Ownership, VerdictCode, build_report, verdict_for
 
 DATA = Path(__file__).parent.parent / "data" / "strace"
 
@@ -46,6 +46,12 @@ def test_verdict_table() -> None:
         VerdictCode.APPLICATION
     )
     assert verdict_for(app, None, Ownership.NONE, stacks=True).code is VerdictCode.APPLICATION
+    # A heuristic guess never becomes "libuv leaked it"; it is quoted as a guess.
+    guess = verdict_for(
+        lib, "uv__tcp_connect", Owner(Ownership.NONE, False, "no poll"), stacks=True
+    )
+    assert guess.code is VerdictCode.LIBUV_CREATED
+    assert "explain guesses unowned (no poll), not conclusive" in guess.text
     assert verdict_for(FrameOrigin.UNKNOWN, None, Ownership.UNKNOWN, stacks=False).code is (
         VerdictCode.UNKNOWN
     )
@@ -72,7 +78,7 @@ def test_recorded_node_leak_groups_by_stack_and_checks_the_snapshot() -> None:
         stacks=True,
         start=start,
         end=_snap(root, end),
-        ownership={leaked[0].fd: Ownership.HANDLE, leaked[1].fd: Ownership.HANDLE},
+        ownership={leaked[0].fd: Owner(Ownership.HANDLE), leaked[1].fd: Owner(Ownership.HANDLE)},
         ownership_source="test",
     )
     assert rep.dropped == 1

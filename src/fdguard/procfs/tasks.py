@@ -72,3 +72,11 @@ def pid_alive(pid: int, *, root: str = DEFAULT_ROOT) -> bool:
         return False
     close = data.rfind(b")")
     return close > 0 and data[close + 2 : close + 3] not in (b"Z", b"X")
+
+
+def read_exe(pid: int, *, root: str = DEFAULT_ROOT) -> str | None:
+    """The executable of `pid` (readlink /proc/PID/exe), or None if gone or unreadable."""
+    try:
+        return os.readlink(f"{root}/{pid}/exe")
+    except OSError:
+        return None

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from fdguard.trace.report import Ownership
+from fdguard.trace.report import Owner, Ownership
 
 # explain's fds[].verdict values (DESIGN.md) -> ownership.
 _BY_VERDICT: dict[str, Ownership] = {
@@ -24,12 +24,15 @@ _BY_VERDICT: dict[str, Ownership] = {
 }
 
 
-def map_verdicts(verdicts: Mapping[int, str]) -> dict[int, Ownership]:
-    """explain's verdict strings per fd -> Ownership ("unknown" for anything else)."""
-    return {fd: _BY_VERDICT.get(v, Ownership.UNKNOWN) for fd, v in verdicts.items()}
+def map_verdicts(verdicts: Mapping[int, tuple[str, bool, str | None]]) -> dict[int, Owner]:
+    """explain's (verdict, certain, evidence) per fd -> Owner ("unknown" for anything else)."""
+    return {
+        fd: Owner(_BY_VERDICT.get(v, Ownership.UNKNOWN), certain, evidence)
+        for fd, (v, certain, evidence) in verdicts.items()
+    }
 
 
-def _verdicts_from(result: Any) -> dict[int, str] | None:
+def _verdicts_from(result: Any) -> dict[int, tuple[str, bool, str | None]] | None:
     to_json = getattr(result, "to_json", None)
     doc = to_json() if callable(to_json) else result
     if not isinstance(doc, dict):
@@ -37,16 +40,23 @@ def _verdicts_from(result: Any) -> dict[int, str] | None:
     fds = doc.get("fds")
     if not isinstance(fds, list):
         return None
-    out: dict[int, str] = {}
+    out: dict[int, tuple[str, bool, str | None]] = {}
     for item in fds:
         if isinstance(item, dict) and isinstance(item.get("fd"), int):
             verdict = item.get("verdict")
             if isinstance(verdict, str):
-                out[item["fd"]] = verdict
+                # A verdict without a "certain" flag is taken as a guess.
+                certain = item.get("certain") is True
+                evidence = item.get("evidence")
+                out[item["fd"]] = (
+                    verdict,
+                    certain,
+                    evidence if isinstance(evidence, str) else None,
+                )
     return out
 
 
-def from_attribute(pid: int) -> tuple[dict[int, Ownership], str] | None:
+def from_attribute(pid: int) -> tuple[dict[int, Owner], str] | None:
     """Per-fd ownership from fdguard.attribute.explain(pid), or None if unavailable."""
     try:
         mod = importlib.import_module("fdguard.attribute")
@@ -56,7 +66,12 @@ def from_attribute(pid: int) -> tuple[dict[int, Ownership], str] | None:
     if not callable(explain):
         return None
     try:
-        result = explain(pid)
+        result = explain(pid, timeout=5.0)
+    except TypeError:
+        try:
+            result = explain(pid)
+        except Exception:  # an optional join must not sink the trace report
+            return None
     except Exception:  # an optional join must not sink the trace report
         return None
     verdicts = _verdicts_from(result)

@@ -56,6 +56,18 @@ _HANDED_TO_CALLER = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class Owner:
+    """What `explain` says owns an fd, and whether its evidence is conclusive."""
+
+    ownership: Ownership
+    certain: bool = True
+    evidence: str | None = None
+
+
+_UNKNOWN_OWNER = Owner(Ownership.UNKNOWN, certain=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     code: VerdictCode
     text: str
@@ -197,11 +209,27 @@ class TraceReport:
 def verdict_for(
     creator: FrameOrigin,
     libuv_function: str | None,
-    ownership: Ownership,
+    owner: Owner | Ownership,
     *,
     stacks: bool,
 ) -> Verdict:
-    """The one-line verdict for an fd from where it was created and who owns it now."""
+    """The one-line verdict for an fd from where it was created and who owns it now.
+
+    Only conclusive ownership turns "created inside libuv" into "libuv leaked
+    it" or "the application never closed its handle"; a heuristic guess from
+    `explain` is quoted as such.
+    """
+    if isinstance(owner, Ownership):
+        owner = Owner(owner)
+    hint = ""
+    ownership = owner.ownership
+    if not owner.certain:
+        if ownership is not Ownership.UNKNOWN:
+            hint = f"; explain guesses {ownership.value}"
+            if owner.evidence:
+                hint += f" ({owner.evidence})"
+            hint += ", not conclusive"
+        ownership = Ownership.UNKNOWN
     if not stacks or creator is FrameOrigin.UNKNOWN:
         why = "no creation stack" if not stacks else "the creation stack has no usable frames"
         if ownership is Ownership.HANDLE:
@@ -209,7 +237,7 @@ def verdict_for(
                 VerdictCode.HANDLE_NOT_CLOSED,
                 f"a live handle owns it ({why}): the application never closed that handle",
             )
-        return Verdict(VerdictCode.UNKNOWN, f"creator unknown ({why})")
+        return Verdict(VerdictCode.UNKNOWN, f"creator unknown ({why}){hint}")
     if creator is FrameOrigin.LIBUV:
         fn = libuv_function or "libuv"
         if fn.split("+", 1)[0] in _HANDED_TO_CALLER:
@@ -236,9 +264,9 @@ def verdict_for(
             )
         return Verdict(
             VerdictCode.LIBUV_CREATED,
-            f"created inside libuv ({fn}); whether a live handle still owns it is unknown "
-            "(no handle view): if one does, the application never closed it, "
-            "if none does, libuv leaked it",
+            f"created inside libuv ({fn}); whether a live handle still owns it is not known "
+            "for sure: if one does, the application never closed it, if none does, "
+            f"libuv leaked it{hint}",
         )
     who = "the runtime" if creator is FrameOrigin.RUNTIME else "the application"
     return Verdict(
@@ -279,7 +307,7 @@ def build_report(
     stacks: bool,
     start: Snapshot | None = None,
     end: Snapshot | None = None,
-    ownership: Mapping[int, Ownership] | None = None,
+    ownership: Mapping[int, Owner] | None = None,
     ownership_source: str | None = None,
     first_seen: Mapping[int, float] | None = None,
     warnings: tuple[str, ...] = (),
@@ -316,7 +344,7 @@ def build_report(
                 age_s=max(0.0, ended_at - b.created_at),
                 creator=creator,
                 libuv_function=fn,
-                verdict=verdict_for(creator, fn, own.get(b.fd, Ownership.UNKNOWN), stacks=stacks),
+                verdict=verdict_for(creator, fn, own.get(b.fd, _UNKNOWN_OWNER), stacks=stacks),
                 now=cur,
                 in_epoll=(b.fd in epolled) if epolled is not None else None,
             )
@@ -339,7 +367,7 @@ def build_report(
                     creator=FrameOrigin.UNKNOWN,
                     libuv_function=None,
                     verdict=verdict_for(
-                        FrameOrigin.UNKNOWN, None, own.get(f.fd, Ownership.UNKNOWN), stacks=False
+                        FrameOrigin.UNKNOWN, None, own.get(f.fd, _UNKNOWN_OWNER), stacks=False
                     ),
                     now=f,
                     in_epoll=(f.fd in epolled) if epolled is not None else None,

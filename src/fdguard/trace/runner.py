@@ -38,7 +38,7 @@ from typing import IO
 
 from fdguard.errors import NoSuchProcess, ToolMissing, TraceRefused, UsageError
 from fdguard.procfs.proctree import read_children
-from fdguard.procfs.tasks import pid_alive, read_task_tracers, read_yama_scope
+from fdguard.procfs.tasks import pid_alive, read_exe, read_task_tracers, read_yama_scope
 from fdguard.trace.syscalls import strace_filter
 
 _VERSION = re.compile(r"strace -- version (\S+)")
@@ -259,9 +259,15 @@ class StraceRun:
                 kids = read_children(self.proc.pid, root=self.root)
             except NoSuchProcess:
                 kids = []
-            if kids:
-                self.target = kids[0]
-                return
+            # strace forks short-lived probe children of its own (ptrace and
+            # seccomp feature checks) before the command: the command is the
+            # child that has exec'd something other than strace.
+            own = read_exe(self.proc.pid, root=self.root)
+            for kid in kids:
+                exe = read_exe(kid, root=self.root)
+                if exe is not None and exe != own:
+                    self.target = kid
+                    return
             if self.proc.poll() is not None:
                 raise TraceRefused(None, explain_refusal(None, self._stderr_text(), root=self.root))
             if self._clock() > deadline:
@@ -306,6 +312,10 @@ class StraceRun:
         try:
             self.stop()
         finally:
+            if self.proc is not None:
+                for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                    if stream is not None:
+                        stream.close()
             self._errfile.close()
             self._tmp.cleanup()
 

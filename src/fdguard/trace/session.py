@@ -27,15 +27,15 @@ from fdguard.procfs.tasks import pid_alive
 from fdguard.trace.lifecycle import Lifecycle, track
 from fdguard.trace.ownership import from_attribute
 from fdguard.trace.parse import parse_lines
-from fdguard.trace.report import Ownership, TraceReport, build_report
+from fdguard.trace.report import Owner, TraceReport, build_report
 from fdguard.trace.runner import StraceInfo, StraceRun, probe_strace, read_output
 
 # Given the target pid at the end of the window, `explain`'s ownership per fd
 # and the name of its source, or None when no handle view is available.
-OwnershipSource = Callable[[int], tuple[Mapping[int, Ownership], str] | None]
+OwnershipSource = Callable[[int], tuple[Mapping[int, Owner], str] | None]
 
 
-def default_ownership(pid: int) -> tuple[Mapping[int, Ownership], str] | None:
+def default_ownership(pid: int) -> tuple[Mapping[int, Owner], str] | None:
     """Ownership from `fdguard.attribute` when that module offers a per-fd verdict."""
     return from_attribute(pid)
 
@@ -66,7 +66,7 @@ def _safe_snapshot(pid: int, root: str) -> Snapshot | None:
 
 def _ownership(
     source: OwnershipSource | None, pid: int, alive: bool, warnings: list[str]
-) -> tuple[Mapping[int, Ownership] | None, str | None]:
+) -> tuple[Mapping[int, Owner] | None, str | None]:
     if source is None or not alive:
         return None, None
     try:
@@ -79,7 +79,13 @@ def _ownership(
             "come from the stack only and cannot tell a live handle from a libuv leak"
         )
         return None, None
-    return got
+    owners, name = got
+    if owners and not any(o.certain for o in owners.values()):
+        warnings.append(
+            f"{name} had no handle view of this process (heuristics only): fds created "
+            "inside libuv are not called libuv leaks or unclosed handles without proof"
+        )
+    return owners, name
 
 
 def _interruptible_wait(run: StraceRun, window_s: float, warnings: list[str]) -> None:
