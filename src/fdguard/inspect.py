@@ -150,7 +150,10 @@ def snapshot(
                 else:
                     fd_obj = Fd(fd, kind, target)
                 if fdinfo or kind in FDINFO_KINDS:
-                    fd_obj = fd_obj._replace(info=_read_info(proc, fd, kind))
+                    info = _read_info(proc, fd, kind)
+                    # Anonymous inodes show no inode in their link; fdinfo has it.
+                    inode = fd_obj.inode if fd_obj.inode is not None or info is None else info.ino
+                    fd_obj = fd_obj._replace(info=info, inode=inode)
                 append(fd_obj)
         if fdinfo:
             for ino_rows in socket_rows.values():
@@ -164,9 +167,15 @@ def snapshot(
         warnings: list[str] = []
         unresolved = [i for i in socket_rows if i not in entries]
         if unresolved:
-            if probe_sockets:
+            # Probing asks the live process behind the PID, so only when reading
+            # the real procfs: a fake tree's PID may belong to anybody here.
+            if probe_sockets and root == DEFAULT_ROOT:
                 _probe(proc, fds, socket_rows, unresolved, warnings)
             else:
+                if probe_sockets:
+                    warnings.append(
+                        f"not probing tableless sockets: procfs root {root} is not {DEFAULT_ROOT}"
+                    )
                 for ino in unresolved:
                     for i in socket_rows[ino]:
                         fds[i] = fds[i]._replace(

@@ -115,7 +115,9 @@ def _messages(data: bytes, source: str) -> list[tuple[int, int]]:
     offset = 0
     end = len(data)
     unpack = _NLHDR_LEN_TYPE.unpack_from
-    while offset + _NLMSGHDR.size <= end:
+    while offset < end:
+        if offset + _NLMSGHDR.size > end:
+            raise ProcfsFormatError(source, None, f"truncated netlink header at byte {offset}")
         length, msg_type = unpack(data, offset)
         if length < _NLMSGHDR.size or offset + length > end:
             raise ProcfsFormatError(source, None, f"truncated netlink message at byte {offset}")
@@ -183,7 +185,9 @@ def parse_inet_dump(
     inode_off = hsize + msize - 4
     offset = 0
     end = len(data)
-    while offset + hsize <= end:
+    while offset < end:
+        if offset + hsize > end:
+            raise ProcfsFormatError(source, None, f"truncated netlink header at byte {offset}")
         length, msg_type = hdr(data, offset)
         if length < hsize or offset + length > end:
             raise ProcfsFormatError(source, None, f"truncated netlink message at byte {offset}")
