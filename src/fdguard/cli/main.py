@@ -55,6 +55,11 @@ def _register() -> None:
     cli.add_command(inspect_cmd.inspect)
     cli.add_command(inspect_cmd.count_cmd)
 
+    from fdguard.cli import explain_cmd, run_cmd
+
+    cli.add_command(explain_cmd.explain_cmd)
+    cli.add_command(run_cmd.run_cmd)
+
     from fdguard.cli import limits_cmd
 
     cli.add_command(limits_cmd.limits)
