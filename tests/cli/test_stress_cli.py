@@ -1,0 +1,93 @@
+"""`fdguard stress` in-process through click's CliRunner, against real servers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fdguard.cli.main import cli
+
+ROOT = Path(__file__).parents[2]
+SCENARIO = str(ROOT / "examples" / "scenarios" / "error_paths.toml")
+NODE_SERVER = str(ROOT / "tests" / "procs" / "stress_node_server.js")
+UVLOOP_SERVER = str(ROOT / "tests" / "procs" / "stress_uvloop_server.py")
+SMALL = ["--rounds", "2", "--warmup", "1", "--connections", "3"]
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_json_names_the_leaking_fault_and_exits_10(node: str) -> None:
+    code, out, _ = _run("stress", "--scenario", SCENARIO, "--json", "--only", "baseline",
+                        "--only", "connect-refused", "--", node, NODE_SERVER, "--leaky")
+    assert code == 10
+    doc = json.loads(out)
+    assert doc["leak"] is True
+    assert doc["leaking"] == ["connect-refused"]
+    base, refused = doc["configs"]
+    assert base["name"] == "baseline"
+    assert base["leak"] is False
+    assert base["deltas"] == [0, 0, 0]
+    assert refused["faults"] == "connect:ECONNREFUSED@1+"
+    assert refused["deltas"] == [5, 5, 5]
+    assert refused["growth_by_state"] == {"tcp:CLOSE-WAIT": 5.0}
+    assert refused["driver"] == {"ok": 20, "failed": 0}
+    assert {(f["kind"], f["state"]) for f in refused["leaked_fds"]} == {("tcp", "CLOSE-WAIT")}
+
+
+@pytest.mark.slow
+def test_human_report_lists_leaked_fds_with_kind_and_target() -> None:
+    code, out, _ = _run("stress", *SMALL, "--no-baseline", "--fault",
+                        "client-reset=proxy:reset_after=4", "--fault", "proxy:partial_bytes=2",
+                        "--", sys.executable, UVLOOP_SERVER, "--leaky")
+    assert code == 10
+    assert "client-reset" in out
+    assert "LEAK" in out
+    assert "FAILED: client-reset" in out
+    lines = [line for line in out.splitlines() if line.strip().startswith("fd ")]
+    assert len(lines) == 6
+    assert all(": file " in line and "fdguard-spool" in line and "(deleted)" in line
+               for line in lines)
+
+
+@pytest.mark.slow
+def test_healthy_server_passes_and_squeeze_recovers() -> None:
+    code, out, _ = _run("stress", *SMALL, "--fault", "proxy:reset_after=4", "--fault",
+                        "squeeze:headroom=2,flood=16,hold_s=0.3", "--",
+                        sys.executable, UVLOOP_SERVER)
+    assert code == 0, out
+    assert "no leak in any configuration" in out
+    assert "served again: yes" in out
+    assert "recovered" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["stress"], "give the service command"),
+        (["stress", "--fault", "bogus:x", "--", "true"], "kind must be"),
+        (["stress", "--fault", "fiu:accept4:error=EMFILE", "--", "true"], "strace"),
+        (["stress", "--scenario", "/nonexistent.toml"], "cannot read scenario"),
+        (["stress", "--only", "nope", "--", "true"], "no fault configuration named nope"),
+        (["stress", "--connections", "0", "--", "true"], "connections"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], message: str) -> None:
+    code, _, err = _run(*args)
+    assert code == 2
+    assert message in err
+
+
+def test_a_service_that_never_gets_ready_is_an_error() -> None:
+    code, _, err = _run("stress", "--", sys.executable, "-c", "import sys; sys.exit(3)")
+    assert code == 1
+    assert "exited before it was ready" in err
