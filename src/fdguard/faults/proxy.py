@@ -20,7 +20,10 @@ Design: one asyncio loop in a daemon thread owns every socket; the public
 methods are thread-safe (they only swap an immutable `ProxyFaults` or hop onto
 the loop). New connections take the faults current when they are accepted, so
 a stress run switches faults between rounds without restarting anything.
-`stop()` closes every socket it opened: the proxy never leaks an fd.
+`stop()` closes every socket it opened: the proxy never leaks an fd. It runs
+on asyncio's own loop, not uvloop: uvloop would cut the added latency, but the
+first uvloop loop in a process opens a pipe pair that is never closed, and a
+leak checker must not leave fds behind in the process that imports it.
 Only loopback addresses are accepted, on both sides.
 """
 
