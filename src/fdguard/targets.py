@@ -34,6 +34,7 @@ from fdguard.procfs.pids import (
     parse_pid_list,
     read_cgroup_pids,
     read_identity,
+    read_ref,
 )
 from fdguard.procfs.process import DEFAULT_ROOT
 
@@ -197,9 +198,9 @@ class TargetSet:
                 out.append(ident)
         return out
 
-    def resolve(self, spec: TargetSpec, scan: list[ProcessIdentity] | None = None) -> list[
-        ProcessIdentity
-    ]:
+    def resolve(
+        self, spec: TargetSpec, scan: list[ProcessIdentity] | None = None
+    ) -> list[ProcessIdentity]:
         """The processes `spec` designates right now (no state is changed)."""
         if spec.kind in (SpecKind.PID, SpecKind.LAUNCH):
             found = self._identities([int(spec.value)])
@@ -238,6 +239,17 @@ class TargetSet:
         changes: list[TargetChange] = []
         for spec in self.specs:
             st = self._state[spec]
+            if spec.kind in (SpecKind.PID, SpecKind.LAUNCH) and st.current:
+                # Followed already: its one identity cannot change, so only check
+                # that it is still there (one stat read, no cmdline).
+                [ref] = st.current
+                try:
+                    alive = read_ref(ref.pid, root=self.root) == ref
+                except (NoSuchProcess, AccessDenied):
+                    alive = False
+                if not alive:
+                    changes.append(self._depart(spec, ref))
+                continue
             found = {i.ref: i for i in self.resolve(spec, scan)}
             for ref in list(st.current):
                 if ref not in found:

@@ -223,14 +223,24 @@ class Watcher:
         self._last_retain: float | None = None
         self._last_step: float | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._views_round = -1
         self.rounds = 0
         self.samples = 0
 
     # -- public ------------------------------------------------------------------
 
     def views(self) -> tuple[TargetView, ...]:
-        """The latest state of every followed target (safe to call from another thread)."""
-        return self._views
+        """The latest state of every followed target (safe to call from another thread).
+
+        Built on demand (at most once per round) under the loop's lock, so a scrape
+        waits for the round in flight and never sees half of one.
+        """
+        with self._lock:
+            if self._views_round != self.rounds:
+                self._publish()
+                self._views_round = self.rounds
+            return self._views
 
     def stop(self) -> None:
         """Ask `run` to return after the current round (thread-safe)."""
@@ -282,13 +292,13 @@ class Watcher:
         mono = self.clock.monotonic()
         wall = self.clock.time()
         self._last_step = mono
-        if self.store is not None:
-            with self.store.transaction():
+        with self._lock:
+            if self.store is not None:
+                with self.store.transaction():
+                    self._round(mono, wall, events)
+            else:
                 self._round(mono, wall, events)
-        else:
-            self._round(mono, wall, events)
-        self.rounds += 1
-        self._publish()
+            self.rounds += 1
         if self.store is not None and (
             self._last_retain is None or mono - self._last_retain >= self.config.retain_every
         ):
@@ -398,10 +408,14 @@ class Watcher:
         if due or (suspicious and mono - (st.last_snapshot or 0.0) >= cfg.suspicious_gap):
             reason = "start" if st.last_snapshot is None else "cadence" if due else "suspicious"
             self._snapshot(st, mono, wall, reason, events)
-        self._emit(
-            events,
-            self._event("sample", wall, st.target, count=n, soft_limit=st.soft, **_verdict_json(v)),
-        )
+        if self.on_event is not None:
+            # Sample events are the bulk of a fleet watch: built only when someone listens.
+            self._emit(
+                events,
+                self._event(
+                    "sample", wall, st.target, count=n, soft_limit=st.soft, **_verdict_json(v)
+                ),
+            )
         if self.alerts is not None:
             obs = Observation(
                 st.target.ref,

@@ -6,9 +6,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from tests.conftest import python_proc
 
 from fdguard.store import Store
+from tests.conftest import python_proc
 
 
 @pytest.mark.parametrize("ready_after", [1, 300, 3000])

@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from fdguard.errors import NoSuchProcess
+from fdguard.errors import NoSuchProcess, ProcfsFormatError
 from fdguard.model import Limits, ProcessRef
-from fdguard.procfs._oserror import process_errors
+from fdguard.procfs._oserror import process_errors, translate
 from fdguard.procfs.process import DEFAULT_ROOT, parse_limits, parse_stat
 
 DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
@@ -49,18 +49,48 @@ def list_pids(*, root: str = DEFAULT_ROOT) -> list[int]:
     return sorted(int(name) for name in os.listdir(root) if name.isdigit())
 
 
+def start_time_of(data: bytes, source: str = "stat") -> tuple[str, int]:
+    """(state, start time) from /proc/PID/stat: the two fields an identity check needs.
+
+    A lean `parse_stat` for the per-sample check: no comm decoding, no other fields.
+
+    Raises:
+        ProcfsFormatError: the line does not have the documented shape.
+    """
+    close_paren = data.rfind(b")")
+    fields = data[close_paren + 2 :].split(None, 20)
+    try:
+        return fields[0].decode("ascii"), int(fields[19])
+    except (IndexError, ValueError, UnicodeDecodeError) as err:
+        raise ProcfsFormatError(source, 1, "fields missing or not numbers") from err
+
+
 def read_ref(pid: int, *, root: str = DEFAULT_ROOT) -> ProcessRef:
-    """The identity (pid + start time) of `pid` now.
+    """The identity (pid + start time) of `pid` now: one open, read and close.
+
+    The watcher calls this once per target per sample, so it avoids the
+    context-manager and full-parse overhead of the general readers.
 
     Raises:
         NoSuchProcess: it does not exist (or is a zombie: it holds no fds any more).
         AccessDenied.
     """
-    with process_errors(pid, "stat"):
-        st = parse_stat(_read(f"{root}/{pid}/stat"), f"{root}/{pid}/stat")
-    if st.state in ("Z", "X"):
+    path = f"{root}/{pid}/stat"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        new = translate(err, pid, "stat")
+        if new is err:
+            raise
+        raise new from err
+    state, start = start_time_of(data, path)
+    if state in ("Z", "X"):
         raise NoSuchProcess(pid, "exited (zombie)")
-    return ProcessRef(pid, st.start_time)
+    return ProcessRef(pid, start)
 
 
 def read_identity(pid: int, *, root: str = DEFAULT_ROOT) -> ProcessIdentity:
