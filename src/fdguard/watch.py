@@ -82,6 +82,11 @@ class WatchConfig:
     rescan_every: float = 5.0
     limits_every: float = 30.0
     retain_every: float = 3600.0
+    raw_for: float = 6 * 3600.0
+    """Keep raw samples this long, then fold them into `bucket`-second max/min buckets."""
+    keep_for: float = 90 * 86400.0
+    """Drop everything older than this."""
+    bucket: float = 60.0
     per_kind: bool = True
     detector: DetectorConfig | None = None
     """Detector tuning; None is the detector's defaults (a day of history to judge)."""
@@ -303,7 +308,8 @@ class Watcher:
             self._last_retain is None or mono - self._last_retain >= self.config.retain_every
         ):
             self._last_retain = mono
-            self.store.retain(wall)
+            cfg = self.config
+            self.store.retain(wall, raw_for=cfg.raw_for, keep_for=cfg.keep_for, bucket=cfg.bucket)
             self.store.enforce_size()
         return events
 

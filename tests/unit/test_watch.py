@@ -179,3 +179,40 @@ def test_watcher_ends_when_pid_targets_are_gone(spawn) -> None:
     w.run(max_rounds=100)
     assert w.finished
     assert w.rounds == 3
+
+
+def test_close_wait_leak_under_a_flat_total_is_found_per_kind(spawn) -> None:
+    from fdguard.model import Fd, FdKind, Limits, ProcessRef, Snapshot, TcpState
+
+    child = spawn(limited(4096))
+    clock = ManualClock(start=0.0)
+    events: list[WatchEvent] = []
+
+    def snap(pid: int, ref: ProcessRef) -> Snapshot:
+        # 200 TCP sockets in all, always: CLOSE-WAIT grows 2/hour, ESTAB shrinks as much.
+        t = clock.monotonic()
+        cw = min(150, int(t / 1800))
+        fds = tuple(
+            Fd(fd=i, kind=FdKind.TCP, target="socket:[1]",
+               state=TcpState.CLOSE_WAIT if i < cw else TcpState.ESTAB)
+            for i in range(200)
+        )
+        return Snapshot(ref, ("svc",), Limits(4096, 4096), fds, t, "test")
+
+    w = Watcher(
+        TargetSet([TargetSpec(SpecKind.PID, str(child.pid))]),
+        config=WatchConfig(interval=300.0, snapshot_every=300.0, rescan_every=3600.0),
+        clock=clock,
+        on_event=events.append,
+        count_fn=lambda pid: 200,
+        snapshot_fn=snap,
+    )
+    w.run(duration=3 * 86400.0)
+    total = [e for e in events if e.type == "verdict" and e.data["kind"] is None]
+    assert total == []  # the total is flat, and so is the TCP count
+    assert not [e for e in events if e.type == "verdict" and e.data["kind"] == "tcp"]
+    kinds = [e for e in events if e.type == "verdict" and e.data["kind"] == "tcp:CLOSE-WAIT"]
+    assert kinds
+    assert kinds[0].data["leak"] is True
+    assert 1.0 <= kinds[0].data["rate_per_hour"] <= 3.0
+    assert w.views()[0].kind_verdicts["tcp:CLOSE-WAIT"].leak

@@ -47,6 +47,7 @@ def export(
     specs: tuple[str, ...],
     store_path: Path | None,
     no_store: bool,
+    store_max_mb: int,
     interval: float,
     snapshot_every: float,
     rescan_every: float,
@@ -74,7 +75,7 @@ def export(
     store = None
     server = None
     try:
-        store = open_store(store_path, no_store)
+        store = open_store(store_path, no_store, store_max_mb)
         config = WatchConfig(
             interval=interval, snapshot_every=snapshot_every, rescan_every=rescan_every
         )

@@ -74,6 +74,13 @@ def target_options(f: F) -> F:
         ),
         click.option("--no-store", is_flag=True, help="Record nothing on disk."),
         click.option(
+            "--store-max-mb",
+            type=click.IntRange(min=1),
+            default=256,
+            show_default=True,
+            help="Bound the store's size; the oldest samples go first.",
+        ),
+        click.option(
             "--interval",
             type=click.FloatRange(min=0.01),
             default=1.0,
@@ -130,10 +137,10 @@ def build_specs(
     return out
 
 
-def open_store(store_path: Path | None, no_store: bool) -> Store | None:
+def open_store(store_path: Path | None, no_store: bool, max_mb: int = 256) -> Store | None:
     if no_store:
         return None
-    return Store(store_path or default_path())
+    return Store(store_path or default_path(), max_bytes=max_mb * 1024 * 1024)
 
 
 def _eta(v: TargetView) -> str:
@@ -272,6 +279,7 @@ def watch(
     specs: tuple[str, ...],
     store_path: Path | None,
     no_store: bool,
+    store_max_mb: int,
     interval: float,
     snapshot_every: float,
     rescan_every: float,
@@ -306,7 +314,7 @@ def watch(
         )
     store = None
     try:
-        store = open_store(store_path, no_store)
+        store = open_store(store_path, no_store, store_max_mb)
         sinks: list[Sink] = [WebhookSink(u) for u in webhooks]
         sinks += [CommandSink(shlex.split(c)) for c in alert_commands]
         if alert_log:
