@@ -22,6 +22,7 @@ from fdguard.trace import (
     start_command,
     trace_pid,
 )
+from fdguard.trace.syscalls import Follow
 from fdguard.trace.report import Group
 from tests.conftest import PROCS, Child, python_proc, wait_line
 
@@ -72,8 +73,17 @@ def test_node_leaks_attach_names_libuv_accept_and_fs_open(
         replies.extend(ask(port, "HI") for _ in range(3))
         replies.extend(ask(port, "FSLEAK") for _ in range(2))
 
-    rep = trace_pid(child.pid, 30.0, on_attached=load, stop_when=settle(child.pid, base + 6))
+    # Follow everything here (closes, epoll_ctl, SCM_RIGHTS); the other tests use
+    # the cheap default (births only, the end snapshot decides what is open).
+    rep = trace_pid(
+        child.pid,
+        30.0,
+        follow=Follow.everything(),
+        on_attached=load,
+        stop_when=settle(child.pid, base + 6),
+    )
     assert replies[:4] == ["kept"] * 4
+    assert rep.closed >= 3  # the healthy connections' closes were seen
     assert rep.stacks
     assert rep.checked
     assert len(rep.open_at_end) == 6, [o.to_json() for o in rep.open_at_end]
@@ -257,3 +267,4 @@ def test_healthy_http_server_under_churn_reports_nothing(
     assert rep.created >= 150
     assert rep.open_at_end == ()
     assert rep.groups == ()
+    assert rep.dropped >= 1  # the last births were checked against the end snapshot

@@ -12,6 +12,7 @@ from fdguard.cli.render import console, echo_json
 from fdguard.errors import ExitStatus, UsageError
 from fdguard.trace import TraceReport, trace_command, trace_pid
 from fdguard.trace.report import Group, describe_after, short_frames
+from fdguard.trace.syscalls import Follow
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -48,7 +49,7 @@ def _group_lines(n: int, g: Group) -> list[str]:
     if states:
         facts.append("state " + ", ".join(f"{s} {c}" for s, c in states.most_common()))
     epolled = sum(1 for o in g.fds if o.birth and o.birth.epoll_added)
-    if head.birth is not None:
+    if head.birth is not None and head.epoll_followed:
         facts.append(f"registered with epoll: {epolled} of {g.count}")
     in_epoll = [o.in_epoll for o in g.fds if o.in_epoll is not None]
     if in_epoll:
@@ -90,8 +91,13 @@ def render_human(rep: TraceReport) -> None:
     out.print(f"trace of pid {rep.target}  {cmd}", markup=False)
     out.print(f"{method}, {rep.window_s:.1f}s window, {stacks}", markup=False)
     if rep.mode != "poll":
+        closed = (
+            f"{rep.closed} closed"
+            if "closes" in rep.followed
+            else f"{rep.closed} seen replaced (closes not followed)"
+        )
         out.print(
-            f"{rep.created} fds created in the window, {rep.closed} closed, "
+            f"{rep.created} fds created in the window, {closed}, "
             f"{len(rep.open_at_end)} still open at the end"
             + (" (checked against the live process)" if rep.checked else ""),
             markup=False,
@@ -129,10 +135,14 @@ def render_human(rep: TraceReport) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see issue contract).")
 @click.option("--stacks/--no-stacks", default=True, help="Creation stacks with strace -k.")
 @click.option(
-    "--epoll/--no-epoll",
-    default=True,
-    help="Follow epoll_ctl registrations (one more stop per registration).",
+    "--closes/--no-closes",
+    default=None,
+    help="Follow close() (one more stop and stack per close). [attach: off, the end "
+    "snapshot decides what is open; launch: on]",
 )
+@click.option("--epoll", is_flag=True, help="Follow epoll_ctl registrations (costly).")
+@click.option("--scm-rights", is_flag=True, help="Follow fds received over unix sockets.")
+@click.option("--full", is_flag=True, help="Follow closes, epoll and SCM_RIGHTS (slowest).")
 @click.option("--raw", "raw", default=None, help="Keep strace's own output in this file.")
 @click.option(
     "--exit-code",
@@ -144,7 +154,10 @@ def trace(
     window: str | None,
     as_json: bool,
     stacks: bool,
+    closes: bool | None,
     epoll: bool,
+    scm_rights: bool,
+    full: bool,
     raw: str | None,
     exit_code: bool,
     args: tuple[str, ...],
@@ -162,18 +175,24 @@ def trace(
     if not args:
         raise UsageError("give a PID to attach to, or -- CMD ARGS to launch")
     seconds = parse_duration(window) if window is not None else None
-    if len(args) == 1 and args[0].isdigit():
+    launch = not (len(args) == 1 and args[0].isdigit())
+    follow = Follow(
+        closes=full or (closes if closes is not None else launch),
+        epoll=full or epoll,
+        scm_rights=full or scm_rights,
+    )
+    if not launch:
         pid = int(args[0])
         if pid <= 0:
             raise UsageError(f"PID must be a positive number, not {pid}")
-        rep = trace_pid(pid, seconds or 60.0, stacks=stacks, epoll=epoll, keep_output=raw)
+        rep = trace_pid(pid, seconds or 60.0, stacks=stacks, follow=follow, keep_output=raw)
     else:
         cmd = list(args[1:] if args[0] == "--" else args)
         rep = trace_command(
             cmd,
             seconds if seconds is not None else 10**9,
             stacks=stacks,
-            epoll=epoll,
+            follow=follow,
             keep_output=raw,
         )
     if as_json:

@@ -15,6 +15,7 @@ counted and otherwise ignored (the window cannot say who created them).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from fdguard.trace.parse import (
     SyscallEvent,
     fd_arg,
     fd_list,
+    parse_lines,
     scm_rights_fds,
     split_args,
 )
@@ -184,7 +186,7 @@ def _cloexec_flag(syscall: str, args: list[str]) -> bool:
 class _Tables:
     """Which fd table each thread uses (first pass over the events)."""
 
-    def __init__(self, events: list[Event], root: int) -> None:
+    def __init__(self, events: Iterable[Event], root: int) -> None:
         self.root = root
         self.parent: dict[int, tuple[int, bool]] = {}
         for ev in events:
@@ -274,9 +276,15 @@ class Tracker:
 
     # -- replay -----------------------------------------------------------------
 
-    def run(self, events: Iterable[Event]) -> Lifecycle:
-        evs = list(events)
-        self._layout = _Tables(evs, self.root)
+    def run(self, events: Iterable[Event], layout: _Tables | None = None) -> Lifecycle:
+        """Replay `events`. `layout` is the thread-to-table map from a first pass over
+        the same events; without it, the events are held in memory for both passes."""
+        if layout is None:
+            evs: Iterable[Event] = list(events)
+            self._layout = _Tables(evs, self.root)
+        else:
+            evs = events
+            self._layout = layout
         self.tables[self.root] = {}
         for ev in evs:
             self.count += 1
@@ -482,3 +490,29 @@ def _int(text: str) -> int | None:
 def track(events: Iterable[Event], root: int) -> Lifecycle:
     """Replay `events` and return the births of `root`'s fd table, open and closed."""
     return Tracker(root).run(events)
+
+
+def track_file(path: str, root: int) -> Lifecycle:
+    """`track` over an strace output file, streamed (it is read twice, never held whole).
+
+    A file strace never created (it failed before tracing) holds no events.
+    """
+    if not os.path.exists(path):
+        return Tracker(root).run(())
+    with open(path, encoding="utf-8", errors="replace") as first:
+        layout = (
+            e
+            for e in parse_lines(_clone_lines(first), default_tid=root)
+            if isinstance(e, SyscallEvent)
+        )
+        tables = _Tables(layout, root)
+    with open(path, encoding="utf-8", errors="replace") as second:
+        tracker = Tracker(root)
+        return tracker.run(parse_lines(second, default_tid=root), layout=tables)
+
+
+def _clone_lines(lines: Iterable[str]) -> Iterable[str]:
+    # Only clone/fork lines (and their resumptions) matter to the layout pass.
+    for line in lines:
+        if "clone" in line or "fork" in line:
+            yield line

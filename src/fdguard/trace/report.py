@@ -26,6 +26,7 @@ from typing import Any
 from fdguard.model import Fd, FdKind, Snapshot
 from fdguard.trace.frames import Frame, FrameOrigin, creation_site, libuv_entry, signature
 from fdguard.trace.lifecycle import AfterEvent, Birth, Exhaustion, Lifecycle
+from fdguard.trace.syscalls import Follow
 
 
 class Ownership(enum.Enum):
@@ -87,6 +88,7 @@ class OpenFd:
     now: Fd | None = None  # what the end-of-window snapshot says about it
     in_epoll: bool | None = None  # in some epoll interest set at the end
     first_seen: float | None = None  # for births seen only by polling
+    epoll_followed: bool = True  # epoll_ctl was traced, so epoll_added means something
 
     @property
     def frames(self) -> tuple[Frame, ...]:
@@ -106,7 +108,7 @@ class OpenFd:
             "verdict_text": self.verdict.text,
             "age_s": None if self.age_s is None else round(self.age_s, 3),
             "creator": self.creator.value,
-            "epoll_added": b.epoll_added if b else None,
+            "epoll_added": b.epoll_added if b and self.epoll_followed else None,
             "in_epoll_at_end": self.in_epoll,
             "target": (self.now.target if self.now else None) or (b.target if b else None),
             "tid": b.tid if b else None,
@@ -159,7 +161,9 @@ class Group:
             "oldest_age_s": round(max(ages), 3) if ages else None,
             "newest_age_s": round(min(ages), 3) if ages else None,
             "after": self.errors(),
-            "epoll_added": sum(1 for o in self.fds if o.birth and o.birth.epoll_added),
+            "epoll_added": sum(1 for o in self.fds if o.birth and o.birth.epoll_added)
+            if head.epoll_followed
+            else None,
             "verdict": self.verdict.code.value,
             "verdict_text": self.verdict.text,
         }
@@ -184,6 +188,7 @@ class TraceReport:
     dropped: int  # tracked as open but the snapshot disagreed
     ownership_source: str | None
     warnings: tuple[str, ...] = field(default=())
+    followed: tuple[str, ...] = ("closes", "epoll", "scm_rights")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -202,6 +207,7 @@ class TraceReport:
             "checked_against_snapshot": self.checked,
             "dropped_by_snapshot": self.dropped,
             "ownership_source": self.ownership_source,
+            "followed": list(self.followed),
             "warnings": list(self.warnings),
         }
 
@@ -305,6 +311,7 @@ def build_report(
     window_s: float,
     ended_at: float,
     stacks: bool,
+    followed: Follow | None = None,
     start: Snapshot | None = None,
     end: Snapshot | None = None,
     ownership: Mapping[int, Owner] | None = None,
@@ -322,6 +329,7 @@ def build_report(
         first_seen: for births found only by polling, when each fd was first seen.
     """
     own = ownership or {}
+    follow = followed or Follow.everything()
     now = {f.fd: f for f in end.fds} if end else {}
     epolled = _epoll_targets(end) if end else None
     out: list[OpenFd] = []
@@ -347,6 +355,7 @@ def build_report(
                 verdict=verdict_for(creator, fn, own.get(b.fd, _UNKNOWN_OWNER), stacks=stacks),
                 now=cur,
                 in_epoll=(b.fd in epolled) if epolled is not None else None,
+                epoll_followed=follow.epoll,
             )
         )
     if end is not None and start is not None:
@@ -392,6 +401,7 @@ def build_report(
         dropped=dropped,
         ownership_source=ownership_source,
         warnings=warnings,
+        followed=follow.names(),
     )
 
 

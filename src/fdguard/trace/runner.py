@@ -33,13 +33,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from fdguard.errors import NoSuchProcess, ToolMissing, TraceRefused, UsageError
 from fdguard.procfs.proctree import read_children
 from fdguard.procfs.tasks import pid_alive, read_exe, read_task_tracers, read_yama_scope
-from fdguard.trace.syscalls import strace_filter
+from fdguard.trace.syscalls import Follow, strace_filter
 
 _VERSION = re.compile(r"strace -- version (\S+)")
 
@@ -94,12 +93,12 @@ def strace_command(
     pid: int | None = None,
     argv: Sequence[str] | None = None,
     stacks: bool = True,
-    epoll: bool = True,
+    follow: Follow | None = None,
 ) -> list[str]:
     """The strace command line for attaching to `pid` or launching `argv`."""
     if (pid is None) == (argv is None):
         raise UsageError("trace needs either a PID or a command, not both")
-    cmd = [info.path, "-f", "-ttt", "-y", "-o", output, "-e", "trace=" + strace_filter(epoll=epoll)]
+    cmd = [info.path, "-f", "-ttt", "-y", "-o", output, "-e", "trace=" + strace_filter(follow)]
     cmd += ["-e", "signal=none", "-s", "64"]
     if stacks and info.stacks:
         cmd.append("-k")
@@ -161,7 +160,7 @@ class StraceRun:
         pid: int | None = None,
         argv: Sequence[str] | None = None,
         stacks: bool = True,
-        epoll: bool = True,
+        follow: Follow | None = None,
         strace: StraceInfo | None = None,
         stdin: int | IO[bytes] | None = None,
         stdout: int | IO[bytes] | None = None,
@@ -181,8 +180,9 @@ class StraceRun:
         self.output = keep_output or os.path.join(self._tmp.name, "strace.out")
         self._errfile = open(os.path.join(self._tmp.name, "strace.err"), "w+b")  # noqa: SIM115
         self.command = strace_command(
-            self.info, self.output, pid=pid, argv=argv, stacks=stacks, epoll=epoll
+            self.info, self.output, pid=pid, argv=argv, stacks=stacks, follow=follow
         )
+        self.follow = follow or Follow.everything()
         self._streams = (stdin, stdout, stderr)
         self._env = env
         self.proc: subprocess.Popen[bytes] | None = None
@@ -288,14 +288,21 @@ class StraceRun:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, grace: float = 10.0) -> None:
-        """End the window: SIGINT strace (it detaches, or in launch mode passes SIGINT to
-        the command) and reap it; SIGKILL if it does not go in `grace` seconds.
-        In launch mode, make sure the command is gone too. Idempotent."""
+    def stop(self, grace: float = 5.0) -> None:
+        """End the window and reap strace. Idempotent.
+
+        Attach mode: SIGINT makes strace detach; the target runs on untouched.
+        Launch mode: strace blocks fatal signals while it runs a command (-I3,
+        its default with -o FILE PROG), so the command itself is asked to end
+        (SIGINT, then SIGTERM, then SIGKILL, `grace` seconds apart) and strace
+        exits after its last tracee.
+        """
         if self.proc is None:
             return
         if self.stopped_at is None:
             self.stopped_at = time.time()
+        if self.argv is not None and self.target is not None:
+            _end_command(self.target, grace, root=self.root)
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGINT)
@@ -304,8 +311,6 @@ class StraceRun:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=grace)
-        if self.argv is not None and self.target is not None:
-            _end_orphan(self.target, grace, root=self.root)
 
     def close(self) -> None:
         """Stop strace if needed and remove its files (unless `keep_output` was given)."""
@@ -324,35 +329,26 @@ class StraceRun:
         return self._stderr_text()
 
 
-def _end_orphan(pid: int, grace: float, *, root: str) -> None:
-    """Terminate a launched command that outlived strace (it is not our child: no wait()).
+def _end_command(pid: int, grace: float, *, root: str) -> None:
+    """Ask a launched command to end: SIGINT (as ^C would), SIGTERM, SIGKILL.
 
-    A pidfd pins the process, so a reused PID is never signalled.
+    It is strace's child, not ours, so there is no wait(): a pidfd pins the
+    process (a reused PID is never signalled) and becomes readable when it exits.
     """
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
     try:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             if not pid_alive(pid, root=root):
                 return
             try:
                 signal.pidfd_send_signal(pidfd, sig)
             except ProcessLookupError:
                 return
-            # The pidfd becomes readable when the process exits.
             ready, _, _ = select.select([pidfd], [], [], grace)
             if ready:
                 return
     finally:
         os.close(pidfd)
-
-
-def read_output(path: str | Path) -> list[str]:
-    """The lines strace wrote (an absent file, e.g. strace never started, is empty)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.readlines()
-    except FileNotFoundError:
-        return []

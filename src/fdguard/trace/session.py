@@ -24,11 +24,11 @@ from fdguard.errors import NoSuchProcess, TraceRefused
 from fdguard.inspect import snapshot
 from fdguard.model import Fd, Snapshot
 from fdguard.procfs.tasks import pid_alive
-from fdguard.trace.lifecycle import Lifecycle, track
+from fdguard.trace.lifecycle import Lifecycle, track_file
 from fdguard.trace.ownership import from_attribute
-from fdguard.trace.parse import parse_lines
 from fdguard.trace.report import Owner, TraceReport, build_report
-from fdguard.trace.runner import StraceInfo, StraceRun, probe_strace, read_output
+from fdguard.trace.runner import StraceInfo, StraceRun, probe_strace
+from fdguard.trace.syscalls import Follow
 
 # Given the target pid at the end of the window, `explain`'s ownership per fd
 # and the name of its source, or None when no handle view is available.
@@ -101,7 +101,7 @@ def trace_pid(
     window_s: float,
     *,
     stacks: bool = True,
-    epoll: bool = True,
+    follow: Follow | None = None,
     ownership: OwnershipSource | None = default_ownership,
     strace: StraceInfo | None = None,
     keep_output: str | None = None,
@@ -116,7 +116,8 @@ def trace_pid(
         pid: the running process.
         window_s: how long to watch; ^C ends the window early and still reports.
         stacks: ask strace for creation stacks (-k) when it supports them.
-        epoll: follow epoll_ctl registrations (costs a stop per registration).
+        follow: which frequent syscalls to follow besides births (default none:
+            closes are inferred from fd reuse and the end snapshot; see Follow).
         ownership: where "a live handle owns this fd" comes from (`explain`).
         on_attached: called once strace traces every thread (tests drive load here).
         stop_when: polled during the window; True ends it early (tests use this
@@ -131,7 +132,12 @@ def trace_pid(
     warnings = _stack_warnings(info, stacks)
     start = snapshot(pid, root=root)
     run = StraceRun(
-        pid=pid, stacks=stacks, epoll=epoll, strace=info, keep_output=keep_output, root=root
+        pid=pid,
+        stacks=stacks,
+        follow=follow or Follow(),
+        strace=info,
+        keep_output=keep_output,
+        root=root,
     )
     with run:
         try:
@@ -159,8 +165,7 @@ def trace_pid(
         run.stop()
         ended = run.stopped_at or time.time()
         end = _safe_snapshot(pid, root)
-        lines = read_output(run.output)
-    life = track(parse_lines(lines, default_tid=pid), pid)
+        life = track_file(run.output, pid)
     own, source = _ownership(ownership, pid, end is not None, warnings)
     if end is None:
         warnings.append("the target is gone: open fds are as the trace last saw them")
@@ -171,6 +176,7 @@ def trace_pid(
         window_s=ended - t0,
         ended_at=ended,
         stacks=run.stacks,
+        followed=run.follow,
         start=start,
         end=end,
         ownership=own,
@@ -214,7 +220,7 @@ def start_command(
     argv: Sequence[str],
     *,
     stacks: bool = True,
-    epoll: bool = True,
+    follow: Follow | None = None,
     strace: StraceInfo | None = None,
     stdin: int | IO[bytes] | None = None,
     stdout: int | IO[bytes] | None = None,
@@ -232,7 +238,9 @@ def start_command(
     run = StraceRun(
         argv=argv,
         stacks=stacks,
-        epoll=epoll,
+        # The command may exit before the window ends, leaving no snapshot to
+        # check against: follow closes unless told otherwise.
+        follow=follow or Follow(closes=True),
         strace=info,
         stdin=stdin,
         stdout=stdout,
@@ -269,8 +277,7 @@ def finish_command(
         own, source = _ownership(ownership, pid, end is not None, warnings)
         command = end.command if end else tuple(run.argv or ())
         run.stop()
-        lines = read_output(run.output)
-    life = track(parse_lines(lines, default_tid=pid), pid)
+        life = track_file(run.output, pid)
     if end is None:
         warnings.append(
             "the command exited: these fds were still open when it exited "
@@ -283,6 +290,7 @@ def finish_command(
         window_s=ended - launched.started_at,
         ended_at=ended,
         stacks=run.stacks,
+        followed=run.follow,
         end=end,
         ownership=own,
         ownership_source=source,
@@ -295,7 +303,7 @@ def trace_command(
     window_s: float,
     *,
     stacks: bool = True,
-    epoll: bool = True,
+    follow: Follow | None = None,
     ownership: OwnershipSource | None = default_ownership,
     keep_output: str | None = None,
 ) -> TraceReport:
@@ -304,7 +312,7 @@ def trace_command(
     The command inherits fdguard's stdin/stdout/stderr. At the end of the
     window it gets SIGINT (then SIGTERM, then SIGKILL).
     """
-    launched = start_command(argv, stacks=stacks, epoll=epoll, keep_output=keep_output)
+    launched = start_command(argv, stacks=stacks, follow=follow, keep_output=keep_output)
     return finish_command(launched, window_s=window_s, ownership=ownership)
 
 

@@ -8,6 +8,8 @@ them instead of refusing to start.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fdguard.model import FdKind
 
 # Syscalls whose return value is a new fd.
@@ -80,18 +82,50 @@ _OPTIONAL = frozenset(
 )
 
 
-def strace_filter(*, epoll: bool = True) -> str:
-    """The `-e trace=` value: every syscall above, optional ones marked with '?'."""
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """Which frequent syscalls to follow beyond births, failures and process structure.
+
+    Each followed syscall costs a stop and, with -k, a stack unwind, which on a
+    large binary such as node takes milliseconds (bench/trace_cost.py): closes
+    and epoll_ctl happen on every connection, recvmsg on every UDP datagram or
+    IPC message. Births alone are cheap enough to leave on a busy server; when
+    closes are not followed, an fd counts as still open only if the snapshot
+    taken right after the window holds the same object under that number.
+    """
+
+    closes: bool = False
+    epoll: bool = False
+    scm_rights: bool = False
+
+    @classmethod
+    def everything(cls) -> Follow:
+        return cls(closes=True, epoll=True, scm_rights=True)
+
+    def names(self) -> tuple[str, ...]:
+        out = []
+        if self.closes:
+            out.append("closes")
+        if self.epoll:
+            out.append("epoll")
+        if self.scm_rights:
+            out.append("scm_rights")
+        return tuple(out)
+
+
+def strace_filter(follow: Follow | None = None) -> str:
+    """The `-e trace=` value for `follow` (default: everything), optional names with '?'."""
+    f = follow or Follow.everything()
     names = (
         CREATE_RETURN
         | CREATE_PAIR
         | DUP_TO
-        | {"fcntl"}
-        | RECV_FDS
-        | CLOSE
+        | {"fcntl", "close_range"}
         | AFTER
         | PROCESS
-        | ({EPOLL_CTL} if epoll else set())
+        | ({"close"} if f.closes else set())
+        | (RECV_FDS if f.scm_rights else set())
+        | ({EPOLL_CTL} if f.epoll else set())
     )
     return ",".join(("?" + n) if n in _OPTIONAL else n for n in sorted(names))
 
