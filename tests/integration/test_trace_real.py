@@ -22,8 +22,8 @@ from fdguard.trace import (
     start_command,
     trace_pid,
 )
-from fdguard.trace.syscalls import Follow
 from fdguard.trace.report import Group
+from fdguard.trace.syscalls import Follow
 from tests.conftest import PROCS, Child, python_proc, wait_line
 
 LIBUV_OWNED = {VerdictCode.LIBUV_CREATED, VerdictCode.HANDLE_NOT_CLOSED}
