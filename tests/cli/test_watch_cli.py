@@ -145,3 +145,18 @@ def test_export_metrics_endpoint_answers_while_running(spawn) -> None:
     line = next(x for x in body.splitlines() if x.startswith("process_open_fds{"))
     assert f'pid="{child.pid}"' in line
     assert float(line.rsplit(" ", 1)[1]) == len(os.listdir(f"/proc/{child.pid}/fd"))
+
+
+def test_watch_fail_on_leak_with_a_short_period() -> None:
+    # A launched program leaking 20 fds/s for 8 s; the detector scaled to a 3 s period.
+    leak = ("import os,time\nt=time.monotonic()\nfor i in range(160):\n"
+            "    os.open('/dev/null', os.O_RDONLY)\n"
+            "    time.sleep(max(0.0, t + (i + 1) * 0.05 - time.monotonic()))\n")
+    res = CliRunner().invoke(cli, ["watch", "--json", "--no-store", "--interval", "0.05",
+                                   "--period", "3", "--fail-on-leak", "--",
+                                   sys.executable, "-c", leak])
+    assert res.exit_code == 10, res.output
+    verdicts = [e for e in _lines(res.stdout) if e["type"] == "verdict" and e["kind"] is None]
+    assert verdicts
+    assert verdicts[0]["leak"] is True
+    assert 0.7 * 20 * 3600 <= verdicts[0]["rate_per_hour"] <= 1.3 * 20 * 3600

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from fdguard.cli.watch_cmd import build_alerts, build_specs, open_store, target_options
+from fdguard.cli.watch_cmd import (
+    build_alerts,
+    build_specs,
+    detector_config,
+    open_store,
+    target_options,
+)
 from fdguard.errors import UsageError
 from fdguard.exporter import DEFAULT_HOST, DEFAULT_PORT, WatchCollector, serve
 from fdguard.targets import LaunchedProcess, TargetSet
@@ -51,6 +57,7 @@ def export(
     interval: float,
     snapshot_every: float,
     rescan_every: float,
+    period: float,
     duration: float | None,
     rounds: int | None,
     command: tuple[str, ...],
@@ -77,7 +84,10 @@ def export(
     try:
         store = open_store(store_path, no_store, store_max_mb)
         config = WatchConfig(
-            interval=interval, snapshot_every=snapshot_every, rescan_every=rescan_every
+            interval=interval,
+            snapshot_every=snapshot_every,
+            rescan_every=rescan_every,
+            detector=detector_config(period, interval),
         )
         watcher = Watcher(
             TargetSet(target_specs),

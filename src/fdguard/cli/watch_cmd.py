@@ -25,10 +25,11 @@ from fdguard.alerts import (
     WebhookSink,
 )
 from fdguard.cli.render import console, echo_json
+from fdguard.detect import DetectorConfig
 from fdguard.errors import LeakDetected, NoSuchProcess, UsageError
 from fdguard.store import Store, default_path
 from fdguard.targets import LaunchedProcess, SpecKind, TargetSet, TargetSpec
-from fdguard.watch import TargetView, WatchConfig, Watcher, WatchEvent
+from fdguard.watch import TargetView, WatchConfig, Watcher, WatchEvent, detector_config_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,6 +103,14 @@ def target_options(f: F) -> F:
             help="Seconds between re-resolving name/cmdline/pidfile/cgroup targets.",
         ),
         click.option(
+            "--period",
+            type=click.FloatRange(min=1.0),
+            default=86400.0,
+            show_default=True,
+            help="Longest healthy cycle (s) the leak detector tolerates; it needs this much "
+            "history before it judges.",
+        ),
+        click.option(
             "--duration",
             type=click.FloatRange(min=0),
             default=None,
@@ -135,6 +144,15 @@ def build_specs(
     out += [TargetSpec(SpecKind.PIDFILE, p) for p in pidfiles]
     out += [TargetSpec(SpecKind.CGROUP, c) for c in cgroups]
     return out
+
+
+def detector_config(period: float, interval: float) -> DetectorConfig | None:
+    """The detector's defaults, or its tuning rescaled to `period` with at least two
+    samples per bucket."""
+    if period == 86400.0:
+        return None
+    cfg = detector_config_for(period)
+    return detector_config_for(period, bucket=max(cfg.bucket_seconds, 2 * interval))
 
 
 def open_store(store_path: Path | None, no_store: bool, max_mb: int = 256) -> Store | None:
@@ -283,6 +301,7 @@ def watch(
     interval: float,
     snapshot_every: float,
     rescan_every: float,
+    period: float,
     duration: float | None,
     rounds: int | None,
     command: tuple[str, ...],
@@ -338,7 +357,10 @@ def watch(
                     click.echo(line)
 
         config = WatchConfig(
-            interval=interval, snapshot_every=snapshot_every, rescan_every=rescan_every
+            interval=interval,
+            snapshot_every=snapshot_every,
+            rescan_every=rescan_every,
+            detector=detector_config(period, interval),
         )
         watcher = Watcher(
             TargetSet(target_specs),
