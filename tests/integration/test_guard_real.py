@@ -113,8 +113,8 @@ def wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
 def _restarts_under_load(spawn: Callable[..., Any], tmp_path: Path, server: list[str],
                          ready: str, n: int) -> tuple[dict[str, Any], str]:
     g = start_guard(
-        spawn, tmp_path, "--workers", "2", "--ready", ready, "--max-fd-share", "0.25",
-        "--nofile", "2048", "--interval", "0.1", "--grace", "10",
+        spawn, tmp_path, "--workers", "2", "--ready", ready, "--max-fd-share", "0.125",
+        "--nofile", "4096", "--interval", "0.1", "--grace", "10",
         "--env", "LEAK_EVERY=2", "--", *server,
     )
     load = start_load(spawn, g.address, "--connections", "8", "--duration", "90",

@@ -34,6 +34,7 @@ from fdguard.guard.spec import (
 )
 from fdguard.guard.supervisor import GuardEvent, Supervisor
 from fdguard.guard.systemd import render_units
+from fdguard.guard.throttle import ThrottleProxy, ThrottleSpec, run_proxy
 
 
 class GuardGroup(click.Group):
@@ -357,3 +358,42 @@ def stop_cmd(name: str | None, runtime_dir: str | None) -> None:
     """Drain every worker and stop the guard."""
     _ask(name, runtime_dir, {"cmd": "stop"})
     click.echo("stopping")
+
+
+@guard.command("throttle")
+@click.option("--listen", required=True, metavar="ADDR",
+              help="Where clients connect (host:port or unix:/path).")
+@click.option("--upstream", required=True, metavar="ADDR",
+              help="The service behind (host:port or unix:/path).")
+@click.option("--rate", type=float, help="New connections admitted per second.")
+@click.option("--burst", type=int, default=1, show_default=True,
+              help="Connections admitted at once above the rate.")
+@click.option("--max-conns", type=int, help="Open connections to the upstream at most.")
+@click.option("--queue", type=int, default=0, show_default=True,
+              help="Connections that may wait for admission; beyond, they are refused.")
+@click.option("--queue-timeout", type=float, default=5.0, show_default=True,
+              help="Seconds a queued connection waits before it is refused.")
+@click.option("--refuse", type=click.Choice(["reset", "http503"]), default="reset",
+              show_default=True, help="How to refuse: TCP reset, or an HTTP 503.")
+def throttle_cmd(listen: str, upstream: str, rate: float | None, burst: int,
+                 max_conns: int | None, queue: int, queue_timeout: float, refuse: str) -> None:
+    """A loopback proxy capping new connections/s and concurrency in front of a service.
+
+    Prints one JSON line when it listens, and its counters as JSON on SIGTERM/SIGINT.
+    """
+    spec = ThrottleSpec(rate=rate, burst=burst, max_conns=max_conns, queue=queue,
+                        queue_timeout=queue_timeout, refuse=refuse)
+    if rate is None and max_conns is None:
+        raise UsageError("give --rate and/or --max-conns: without a cap there is nothing to do")
+    ls = bind(parse_listen(listen, default_name="throttle"))
+    try:
+        proxy = ThrottleProxy(ls.sock, parse_listen(upstream, default_name="upstream"), spec)
+
+        def ready() -> None:
+            click.echo(json.dumps({"event": "up", "listen": ls.address, "upstream": upstream}))
+            sys.stdout.flush()
+
+        stats = run_proxy(proxy, ready)
+    finally:
+        close_all([ls])
+    click.echo(json.dumps({"event": "stop", **stats.to_json()}))
