@@ -20,7 +20,7 @@ i.e. at EMFILE, 1.5-5 days after the onset; the limit is derived from that):
   linear       a steady leak of 1-40 fd/h
   error_burst  fds leak only during error bursts (a few to 30 per burst)
   storm_step   each reconnect storm (every 1-6 h) spikes and leaves 3-40 fds behind
-  churn_leak   a 1-10 fd/h leak under heavy, bursty churn
+  churn_leak   a 1-10 fd/h leak under heavy churn (noise up to half the base, short bursts)
 """
 
 from __future__ import annotations
@@ -148,13 +148,18 @@ def step(seed: int) -> Trace:
     return _finish("step", seed, ts, [base + s(t) + noise() for t in ts], rng)
 
 
-def _bursts(rng: random.Random, duration: float, per_hour: float) -> list[tuple[float, float]]:
+def _bursts(
+    rng: random.Random,
+    duration: float,
+    per_hour: float,
+    lifetime: tuple[float, float] = (60, 30 * 60),
+) -> list[tuple[float, float]]:
     out, t = [], 0.0
     while True:
         t += rng.expovariate(per_hour / HOUR)
         if t >= duration:
             return out
-        out.append((t, rng.uniform(60, 30 * 60)))
+        out.append((t, rng.uniform(*lifetime)))
 
 
 def bursty(seed: int) -> Trace:
@@ -284,11 +289,15 @@ def storm_step(seed: int) -> Trace:
 
 
 def _burst_array(
-    rng: random.Random, duration: float, per_hour: float, size: tuple[float, float]
+    rng: random.Random,
+    duration: float,
+    per_hour: float,
+    size: tuple[float, float],
+    lifetime: tuple[float, float] = (60, 30 * 60),
 ) -> Callable[[float], float]:
     """Extra short-lived fds of Poisson bursts that decay exponentially, on the DT grid."""
     extra = [0.0] * (int(duration / DT) + 1)
-    for s, d in _bursts(rng, duration, per_hour):
+    for s, d in _bursts(rng, duration, per_hour, lifetime):
         height = rng.uniform(*size)
         for i in range(int(s / DT), min(len(extra), int((s + 3 * d) / DT) + 1)):
             if i * DT >= s:
@@ -299,8 +308,10 @@ def _burst_array(
 def churn_leak(seed: int) -> Trace:
     rng = random.Random(f"churn_leak/{seed}")
     base, noise = _base_and_noise(rng)
-    noise.sigma = rng.uniform(0.1, 0.3) * base + 2
-    churn = _burst_array(rng, 8 * DAY, 4, (0.3 * base, 2.0 * base))
+    # Churn: many short-lived connections (heavy, fast noise) and frequent short
+    # bursts (lifetimes of 1-5 min) of up to twice the base.
+    noise.sigma = rng.uniform(0.1, 0.5) * base + 2
+    churn = _burst_array(rng, 8 * DAY, rng.uniform(2, 10), (0.3 * base, 2.0 * base), (60, 300))
     rate = math.exp(rng.uniform(0, math.log(10)))
     return _leaking("churn_leak", seed, rng, base, noise, churn, lambda dt: rate * dt / HOUR, rate)
 

@@ -50,6 +50,7 @@ Confidence combines the slope's t-statistic with how many recent evaluations agr
 from __future__ import annotations
 
 import math
+import operator
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -84,7 +85,11 @@ class DetectorConfig:
     k_sigma: float = 3.0
     """The rise over the reference must exceed this many noise sigmas."""
     split_sigma: float = 3.0
-    """The rise left after removing the biggest step must exceed this many sigmas."""
+    """The rise left after removing the biggest step must exceed this many sigmas..."""
+    step_share: float = 0.25
+    """...and this share of that step (a step followed by a little drift is a step)."""
+    lookback_periods: int = 4
+    """Compare with the same phase up to this many periods back."""
     min_rise: float = 5.0
     """Never call fewer than this many extra fds a leak."""
     range_share: float = 0.25
@@ -101,7 +106,7 @@ class DetectorConfig:
             raise UsageError("need 0 < bucket_seconds <= floor_seconds")
         if self.period_seconds < 2 * self.floor_seconds:
             raise UsageError("period_seconds must be at least twice floor_seconds")
-        if self.persist < 1 or self.rate_points < 3:
+        if self.persist < 1 or self.rate_points < 3 or self.lookback_periods < 1:
             raise UsageError("persist must be >= 1 and rate_points >= 3")
         if min(self.k_sigma, self.split_sigma, self.min_rise, self.range_share) < 0:
             raise UsageError("thresholds must not be negative")
@@ -222,7 +227,10 @@ class LeakDetector:
         # The smoothed floor: rolling median of the floor over smooth_seconds.
         self._level: list[float] = []
         self._smooth = max(1, round(c.smooth_seconds / c.bucket_seconds))
-        self._keep = int(1.5 * c.period_seconds / c.bucket_seconds) + 8
+        # Trailing medians of the level over step_seconds (for the one-step test).
+        self._step_med: list[float] = []
+        self._w = max(1, round(c.step_seconds / c.bucket_seconds))
+        self._keep = int((c.lookback_periods + 0.5) * c.period_seconds / c.bucket_seconds) + 8
         self._lag = max(1, round(max(c.floor_seconds, c.smooth_seconds) / c.bucket_seconds))
         self._sigma = 0.0
         self._sigma_at = -math.inf
@@ -290,9 +298,11 @@ class LeakDetector:
         self._bmaxs.append(self._bmax)
         self._floor.append(q[0][1])
         self._level.append(_median(self._floor[-self._smooth :]))
+        self._step_med.append(_median(self._level[-self._w :]))
         if len(self._bt) > 2 * self._keep:
             cut = len(self._bt) - self._keep
-            del self._bt[:cut], self._bmaxs[:cut], self._floor[:cut], self._level[:cut]
+            del self._bt[:cut], self._bmaxs[:cut], self._floor[:cut]
+            del self._level[:cut], self._step_med[:cut]
         self._evaluate(now)
 
     def _evaluate(self, now: float) -> None:
@@ -321,10 +331,35 @@ class LeakDetector:
             )
             return
 
+        # One reference per whole period back (same phase k periods ago): a slow leak
+        # under heavy noise rises little in one day but keeps rising day after day.
         half = c.period_seconds / 2
-        lo = bisect_left(bt, t - c.period_seconds)
-        mid = bisect_right(bt, t - half)
-        if mid <= lo:
+        day = fl[bisect_left(bt, t - c.period_seconds) :]
+        margin = max(c.min_rise, c.k_sigma * self._sigma, c.range_share * (max(day) - min(day)))
+        ok, why, reference = False, "", None
+        for k in range(1, c.lookback_periods + 1):
+            if history < k * c.period_seconds:
+                break
+            lo = bisect_left(bt, t - k * c.period_seconds)
+            mid = bisect_right(bt, t - k * c.period_seconds + half)
+            if mid <= lo:
+                continue  # a gap in the series k periods ago
+            ref_k = max(fl[lo:mid])
+            if reference is None:
+                reference = ref_k
+            if current - ref_k <= margin:
+                if not why:
+                    why = f"floor {current:g} is within {margin:.1f} of the reference {ref_k:g}"
+                continue
+            if self._detected_at is not None:
+                ok, reference = True, ref_k  # latched: no need to re-prove the shape
+                break
+            ok, why_k = self._spread(ref_k, current, mid)
+            if ok:
+                reference = ref_k
+                break
+            why = why_k
+        if reference is None:
             self._publish(
                 now,
                 level=level,
@@ -333,16 +368,7 @@ class LeakDetector:
                 reason="no samples from one period ago (gap in the series)",
             )
             return
-        reference = max(fl[lo:mid])
-        day = fl[lo:]
-        margin = max(c.min_rise, c.k_sigma * self._sigma, c.range_share * (max(day) - min(day)))
         rise = current - reference
-        ok = rise > margin
-        why = ""
-        if ok:
-            ok, why = self._spread(reference, current, mid)
-        else:
-            why = f"floor {current:g} is within {margin:.1f} of the reference {reference:g}"
         self._agree.append(ok)
         self._streak = self._streak + 1 if ok else 0
         if self._detected_at is None and self._streak >= c.persist:
@@ -367,18 +393,22 @@ class LeakDetector:
         is one such rise; a leak still has a significant rise left once it is removed.
         """
         c = self.config
-        fl = self._level
-        w = max(1, round(c.step_seconds / c.bucket_seconds))
+        fl, med = self._level, self._step_med
+        w = self._w
         n = len(fl)
         first = max(start, 1)
-        stride = max(1, w // 12)
+        # Splits whose after-window is complete: differences of the trailing medians
+        # kept per bucket (med[i] = median of fl[i-w+1 .. i]), at C speed.
         jump = 0.0
-        for k in range(first, n, stride):
-            jump = max(jump, _median(fl[k : k + w]) - _median(fl[max(0, k - w) : k]))
+        if n - w > first:
+            jump = max(map(operator.sub, med[first + w - 1 : n], med[first - 1 : n - w]))
+        # The last w splits see only part of their after-window.
+        for k in range(max(first, n - w), n):
+            jump = max(jump, _median(fl[k:]) - med[k - 1])
         # The current level as the median floor of the last step window, not the
         # latest floor alone: a slow wander must not pass for a second rise.
         residual = min(current, _median(fl[-w:])) - reference - jump
-        need = max(c.min_rise / 2, c.split_sigma * self._sigma)
+        need = max(c.min_rise, c.split_sigma * self._sigma, c.step_share * jump)
         if residual > need:
             return True, ""
         return False, (
@@ -387,16 +417,24 @@ class LeakDetector:
         )
 
     def _estimate_sigma(self, t: float) -> float:
-        """Noise of the floor over the last period, robust to cycles and trends.
+        """Noise of the level over the last period, robust to cycles and trends.
 
-        MAD of the floor's second differences at a lag of one floor window
-        (f[i] - 2 f[i-L] + f[i-2L]): a local linear trend (a leak, the slope of a
-        daily cycle) cancels, independent noise remains with variance 6 sigma^2.
+        With more than a period of history: MAD of e[i] = (f[i] - f[i-L]) -
+        (f[i-P] - f[i-P-L]), the change over L (the smoothing window) minus the
+        same change one period earlier. A daily cycle cancels (same phase), a leak's
+        constant slope cancels (same change), independent noise remains with
+        variance 4 sigma^2. Before that: second differences at lag L (a linear trend
+        cancels, a cycle's curvature does not, so sigma is overestimated: cautious).
         """
         c = self.config
         fl = self._level
         lag = self._lag
-        lo = max(bisect_left(self._bt, t - c.period_seconds), 2 * lag)
+        lo = bisect_left(self._bt, t - c.period_seconds)
+        p = round(c.period_seconds / c.bucket_seconds)
+        if lo - p - lag >= 0 and len(fl) - lo >= 3:
+            diffs = [fl[i] - fl[i - lag] - fl[i - p] + fl[i - p - lag] for i in range(lo, len(fl))]
+            return _mad_sigma(diffs) / 2
+        lo = max(lo, 2 * lag)
         diffs = [fl[i] - 2 * fl[i - lag] + fl[i - 2 * lag] for i in range(lo, len(fl))]
         if len(diffs) < 3:
             return 0.0

@@ -1,0 +1,215 @@
+"""`fdguard analyze SERIES.csv`: judge an fd-count series from any monitoring offline."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from fdguard.cli.render import echo_json
+from fdguard.detect import DetectorConfig, LeakVerdict, analyze, analyze_by_kind, eta_against
+from fdguard.errors import ExitStatus, UsageError
+
+HELP_EPILOG = """\b
+SERIES.csv: one sample per line, `timestamp,count[,KIND...]`, with or without a
+header line. timestamp is epoch seconds or ISO 8601 (naive times are UTC); count
+is the process's open fds; further columns are per-kind counts (e.g. tcp,
+close_wait), named by the header, each judged on its own, so a leak of one kind
+under a flat total is still found. Rows must be in time order.
+
+\b
+Exit statuses:
+  0   no leak found
+  10  a leak was found (in the total or in one kind)
+  2   unusable input: unreadable file, bad CSV (the message names the line),
+      or bad options
+  1   any other error
+"""
+
+
+@dataclass(frozen=True)
+class SeriesTable:
+    """A parsed series: timestamps, total counts, and per-kind counts by column name."""
+
+    times: list[float]
+    counts: list[float]
+    kinds: dict[str, list[float]]
+
+
+def _number(cell: str) -> float | None:
+    try:
+        x = float(cell)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _timestamp(cell: str) -> float | None:
+    x = _number(cell)
+    if x is not None:
+        return x
+    try:
+        dt = datetime.fromisoformat(cell.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def parse_series_csv(lines: Iterable[str], source: str = "SERIES.csv") -> SeriesTable:
+    """Parse `timestamp,count[,kind...]` rows; a non-numeric first row is the header.
+
+    Raises:
+        UsageError: naming `source:line` for the first malformed row.
+    """
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    times: list[float] = []
+    counts: list[float] = []
+    columns: list[list[float]] = []
+    width = 0
+    for row in reader:
+        line = reader.line_num
+        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            continue
+        cells = [c.strip() for c in row]
+        if header is None and not times and _number(cells[1] if len(cells) > 1 else "") is None:
+            header = cells
+            if len(header) < 2:
+                raise UsageError(f"{source}:{line}: the header needs timestamp,count columns")
+            width = len(header)
+            columns = [[] for _ in header[2:]]
+            continue
+        if not width:
+            width = len(cells)
+            columns = [[] for _ in cells[2:]]
+        if len(cells) != width or width < 2:
+            raise UsageError(
+                f"{source}:{line}: expected {max(width, 2)} columns "
+                f"(timestamp,count[,kind...]), got {len(cells)}"
+            )
+        t = _timestamp(cells[0])
+        if t is None:
+            raise UsageError(f"{source}:{line}: timestamp {cells[0]!r} is not a number or ISO 8601")
+        if times and t < times[-1]:
+            raise UsageError(f"{source}:{line}: timestamp {cells[0]} goes back in time")
+        values = [_number(c) for c in cells[1:]]
+        for name, v, raw in zip(
+            (header or ["timestamp", "count", *[f"column{i}" for i in range(3, width + 1)]])[1:],
+            values,
+            cells[1:],
+            strict=True,
+        ):
+            if v is None or v < 0:
+                raise UsageError(f"{source}:{line}: {name} {raw!r} is not a non-negative number")
+        times.append(t)
+        counts.append(values[0])  # type: ignore[arg-type]  # checked above
+        for col, v in zip(columns, values[1:], strict=True):
+            col.append(v)  # type: ignore[arg-type]  # checked above
+    if not times:
+        raise UsageError(f"{source}: no samples")
+    names = header[2:] if header else [f"column{i}" for i in range(3, width + 1)]
+    return SeriesTable(times, counts, dict(zip(names, columns, strict=True)))
+
+
+def config_for_period(hours: float) -> DetectorConfig:
+    """The default tuning with every duration rescaled to a `hours`-long period."""
+    base = DetectorConfig()
+    factor = hours * 3600 / base.period_seconds
+    scaled = {
+        f.name: getattr(base, f.name) * factor
+        for f in dataclasses.fields(DetectorConfig)
+        if f.name.endswith("_seconds")
+    }
+    return DetectorConfig(**scaled)
+
+
+def judge(
+    table: SeriesTable, limit: int | None, config: DetectorConfig
+) -> tuple[LeakVerdict, str | None, dict[str, LeakVerdict]]:
+    """The verdict to report: the total's, unless only a kind leaks (then that kind's)."""
+    total = analyze(table.times, table.counts, limit=limit, config=config)
+    kinds = analyze_by_kind(table.times, table.kinds, limit, config=config)
+    if total.leak:
+        return total, None, kinds
+    leaking = [(v.detected_at or math.inf, k) for k, v in kinds.items() if v.leak]
+    if not leaking:
+        return total, None, kinds
+    _, kind = min(leaking)
+    v = kinds[kind]
+    level = total.level if total.level is not None else table.counts[-1]
+    return dataclasses.replace(v, eta_seconds=eta_against(v, level, limit)), kind, kinds
+
+
+def _human(v: LeakVerdict, kind: str | None, kinds: dict[str, LeakVerdict]) -> list[str]:
+    what = f"{kind} fds" if kind else "fds"
+    lines = []
+    if v.leak:
+        at = datetime.fromtimestamp(v.detected_at or 0, tz=UTC).isoformat(sep=" ")
+        lines.append(f"LEAK of {what}, detected at {v.detected_at:.0f} ({at})")
+    else:
+        lines.append("no leak found")
+    if v.rate_per_hour is not None:
+        lines.append(f"rate: {v.rate_per_hour:+.2f} fds/hour")
+    if v.eta_seconds is not None:
+        lines.append(f"time to the soft limit: {v.eta_seconds / 3600:.1f} h")
+    lines.append(f"confidence: {v.confidence:.2f}")
+    lines.append(f"why: {v.reason}")
+    for name, kv in kinds.items():
+        tag = "LEAK" if kv.leak else "ok"
+        rate = "" if kv.rate_per_hour is None else f" {kv.rate_per_hour:+.2f}/h"
+        lines.append(f"  {name}: {tag}{rate}")
+    return lines
+
+
+@click.command("analyze", epilog=HELP_EPILOG)
+@click.argument("series", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--limit", type=click.IntRange(min=1), help="Soft fd limit (for the ETA).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--period",
+    type=click.FloatRange(min=0.1),
+    default=24.0,
+    show_default=True,
+    help="Longest healthy cycle, in hours; the detector needs this much history. "
+    "Lower it only for series known to have no daily cycle.",
+)
+def analyze_cmd(series: str, limit: int | None, as_json: bool, period: float) -> None:
+    """Say whether an fd-count series leaks, how fast, and when it hits the limit.
+
+    The verdict is causal: detected_at is the first sample at which fdguard's
+    online detector, seeing only the data up to then, would have fired.
+    """
+    try:
+        if series == "-":
+            data = click.get_binary_stream("stdin").read()
+        else:
+            with open(series, "rb") as fh:
+                data = fh.read()
+        text = data.decode("utf-8-sig")
+    except OSError as err:
+        raise UsageError(f"cannot read {series}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{series}: not UTF-8 text") from err
+    name = "<stdin>" if series == "-" else series
+    table = parse_series_csv(io.StringIO(text), source=name)
+    verdict, kind, kinds = judge(table, limit, config_for_period(period))
+    if as_json:
+        doc: dict[str, Any] = verdict.to_json()
+        doc["kind"] = kind
+        doc["limit"] = limit
+        doc["by_kind"] = {k: v.to_json() for k, v in kinds.items()}
+        echo_json(doc)
+    else:
+        for line in _human(verdict, kind, kinds):
+            click.echo(line)
+    if verdict.leak:
+        raise click.exceptions.Exit(int(ExitStatus.LEAK_FOUND))
