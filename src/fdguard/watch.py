@@ -40,7 +40,7 @@ from fdguard.errors import AccessDenied, FdguardError, NoSuchProcess
 from fdguard.inspect import count as count_fds
 from fdguard.inspect import snapshot as take_snapshot
 from fdguard.model import TROUBLE_STATES, ProcessRef, Snapshot
-from fdguard.procfs.pids import read_limits, read_ref
+from fdguard.procfs.pids import read_identity, read_limits, read_ref
 from fdguard.procfs.process import DEFAULT_ROOT
 from fdguard.store import Store
 from fdguard.targets import Target, TargetChange, TargetSet
@@ -489,6 +489,14 @@ class Watcher:
             return  # exited or hidden mid-snapshot: the next count tells
         st.by_kind = snap.by_kind
         st.by_tcp_state = snap.by_tcp_state
+        if snap.command != st.target.command:
+            # Found between fork and exec: name the program it became.
+            try:
+                ident = read_identity(st.target.pid, root=self.root)
+            except FdguardError:
+                ident = None
+            if ident is not None and ident.ref == st.target.ref:
+                st.target = dataclasses.replace(st.target, comm=ident.comm, command=ident.cmdline)
         self._limits(st, snap.limits.soft, snap.limits.hard, wall, events)
         if st.store_id is not None and self.store is not None:
             self.store.add_kind_counts(st.store_id, wall, st.by_kind, st.by_tcp_state)

@@ -196,7 +196,11 @@ def live_table(views: tuple[TargetView, ...]) -> Table:
         share = f"{v.count / v.soft_limit:.0%}" if v.count is not None and v.soft_limit else "-"
         verdict = v.verdict
         leak = (
-            "-" if verdict is None else (f"YES {verdict.confidence:.0%}" if verdict.leak else "no")
+            "-"
+            if verdict is None
+            else (
+                f"YES {verdict.confidence:.0%}" if verdict.leak else f"no {verdict.confidence:.0%}"
+            )
         )
         rate = (
             f"{verdict.rate_per_hour:.0f}"
