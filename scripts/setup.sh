@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # real libuv runtime), lsof and iproute2 (ss) to compare against, prometheus
 # (scrapes the exporter; promtool checks rules), libuv1-dev (native scenarios),
 # wrk (load), fiu-utils (libfiu fault injection), gdb (live stacks), gcc (builds
-# the small C programs on the system libuv that tests run).
-PKGS=(strace nodejs lsof iproute2 prometheus libuv1-dev wrk fiu-utils gdb procps gcc)
+# the small C programs on the system libuv that tests run), chromium (renders
+# the HTML bug report headless in tests).
+PKGS=(strace nodejs lsof iproute2 prometheus libuv1-dev wrk fiu-utils gdb procps gcc chromium)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

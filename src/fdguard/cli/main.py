@@ -87,6 +87,11 @@ def _register() -> None:
 
     cli.add_command(stress_cmd.stress)
 
+    from fdguard.cli import demo_cmd, report_cmd
+
+    cli.add_command(report_cmd.report)
+    cli.add_command(demo_cmd.demo)
+
     from fdguard.cli import analyze_cmd
 
     cli.add_command(analyze_cmd.analyze_cmd)
