@@ -12,15 +12,21 @@ ratios to the floor. Usage: python3 bench/inspect.py [--fds 19000] [--repeat 7]
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# This file's name shadows the standard library's `inspect` for anything run
+# from bench/: drop bench/ from the import path before importing anything else.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
 import argparse
 import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import psutil
 
