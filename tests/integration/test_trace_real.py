@@ -268,3 +268,28 @@ def test_healthy_http_server_under_churn_reports_nothing(
     assert rep.open_at_end == ()
     assert rep.groups == ()
     assert rep.dropped >= 1  # the last births were checked against the end snapshot
+
+
+def test_node_report_handle_view_makes_the_verdict_conclusive(
+    spawn: Callable[..., Child], node: str, tmp_path: Path
+) -> None:
+    # With --report-on-signal, explain reads Node's own handle list: the accepted
+    # sockets are owned by live handles, so trace can say whose fault it is.
+    child = spawn(
+        [node, "--report-on-signal", str(PROCS / "trace_node_leak.js")], cwd=str(tmp_path)
+    )
+    port = json.loads(child.ready)["port"]
+    base = count(child.pid)
+
+    def load() -> None:
+        assert [ask(port, "LEAK") for _ in range(2)] == ["kept", "kept"]
+        assert ask(port, "FSLEAK").startswith("opened ")
+
+    rep = trace_pid(child.pid, 30.0, on_attached=load, stop_when=settle(child.pid, base + 3))
+    assert rep.ownership_source == "fdguard.attribute.explain"
+    accepted = group_of(rep, "accept4")
+    assert accepted.count == 2
+    assert accepted.verdict.code is VerdictCode.HANDLE_NOT_CLOSED
+    assert "the application never closed its handle" in accepted.verdict.text
+    assert group_of(rep, "openat").verdict.code is VerdictCode.APPLICATION
+    assert not list(tmp_path.glob("report.*.json")), "the Node report file must be removed"
