@@ -27,6 +27,7 @@ limit squeeze (judged on recovery, not on rounds).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import re
@@ -573,6 +574,7 @@ def run(
     on_event: Callable[[StressEvent], None] | None = None,
     clock: Clock | None = None,
     only: Sequence[str] | None = None,
+    birth_certificates: bool = False,
 ) -> StressResult:
     """Run every fault configuration of `scenario` and judge each.
 
@@ -581,6 +583,9 @@ def run(
         on_event: progress callback (called from this thread).
         clock: waits and timeouts (the system clock by default).
         only: run only the configurations with these names.
+        birth_certificates: for each leaking configuration, run it once more
+            under `fdguard trace` (strace -k) and attach the creation stacks of
+            the fds still open at the end, grouped by stack.
 
     Raises:
         ServiceFailed: the service could not be started.
@@ -595,6 +600,9 @@ def run(
     with _maybe_proxy(scenario) as proxy:
         for config in configs:
             result = run_config(scenario, config, proxy, clock, emit)
+            if birth_certificates and result.leak:
+                certs = certify(scenario, config, proxy, clock, result)
+                result = dataclasses.replace(result, birth_certificates=certs)
             emit(StressEvent("done", config.name, result=result))
             results.append(result)
     return StressResult(scenario.name, tuple(results))
@@ -734,3 +742,90 @@ def _run_squeeze(
     reason = "recovered" if result.recovered else "; ".join(result.problems)
     return ConfigResult(config, False, reason, (), tuple(samples), {}, {}, (),
                         squeeze=result, service_pid=service.pid)
+
+
+def certify(
+    scenario: Scenario,
+    config: FaultConfig,
+    proxy: FaultProxy | None,
+    clock: Clock,
+    result: ConfigResult,
+    *,
+    limit: int = 3,
+) -> tuple[dict[str, Any], ...]:
+    """Birth certificates for a leaking configuration: run it again under `fdguard trace`.
+
+    The service is launched under strace -k (through fiu-run for libfiu faults),
+    driven through the same rounds and faults, then the trace report's groups
+    of fds still open at the end -- one creation stack each -- are returned,
+    largest first, restricted to the kinds that grew. A configuration with
+    strace-injected faults cannot be traced a second time (one tracer per
+    process): it gets a note instead.
+    """
+    if config.syscall:
+        return ({"note": "no birth certificates for strace-injected faults: a process "
+                         "has one tracer, and strace --inject is it"},)
+    from fdguard.trace.session import finish_command, start_command  # noqa: PLC0415
+    from fdguard.trace.syscalls import Follow  # noqa: PLC0415
+
+    argv: list[str] = list(scenario.service.argv)
+    if config.fiu:
+        argv = fiu_argv(argv, config.fiu)
+    env = dict(os.environ)
+    env.update(dict(scenario.service.env))
+    # Births only, not closes: cheaper under -k, and the end snapshot decides what
+    # is still open (closes the service makes while it is being stopped, after
+    # the rounds, must not hide the leak).
+    launched = start_command(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                             follow=Follow(closes=False))
+    proc = launched.run.proc
+    try:
+        assert proc is not None
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        deadline = clock.monotonic() + scenario.service.ready_timeout_s
+        buf = b""
+        while b"\n" not in buf and clock.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+        port = scenario.service.port
+        if port is None:
+            m = _PORT.search(buf.decode(errors="replace"))
+            if m is None:
+                return ({"note": "the traced service printed no port"},)
+            port = int(m.group())
+        address = (scenario.service.host, port)
+        if proxy is not None:
+            proxy.set_upstream(address)
+            proxy.set_faults(config.proxy or ProxyFaults())
+            address = proxy.address
+        policy = scenario.policy
+        total = policy.warmup + policy.rounds
+        base = count(launched.pid)
+        for _ in range(total):
+            drive(address, scenario.workload, clock)
+        # Under strace -k the service runs many times slower: a quiet moment
+        # does not mean it is done. Wait (bounded) until at least half of the
+        # growth seen without the tracer has shown up, then let it settle.
+        expect = max(1, int(result.growth_per_round * total / 2))
+        deadline = clock.monotonic() + 30.0
+        while count(launched.pid) - base < expect and clock.monotonic() < deadline:
+            clock.sleep(0.05)
+        settle(launched.pid, clock, policy.settle_ms, policy.settle_timeout_s)
+    finally:
+        if proxy is not None:
+            proxy.set_faults(ProxyFaults())
+        report = finish_command(launched, ownership=None)
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+    grown = set(result.growth_by_kind)
+    groups = [g.to_json() for g in report.groups]
+    groups = [g for g in groups if not grown or set(g.get("kinds", {})) & grown]
+    groups.sort(key=lambda g: -int(g.get("count", 0)))
+    if not groups:
+        return ({"note": "the traced run left no fd of the growing kinds open"},)
+    return tuple(groups[:limit])

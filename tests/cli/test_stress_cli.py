@@ -91,3 +91,37 @@ def test_a_service_that_never_gets_ready_is_an_error() -> None:
     code, _, err = _run("stress", "--", sys.executable, "-c", "import sys; sys.exit(3)")
     assert code == 1
     assert "exited before it was ready" in err
+
+
+@pytest.mark.slow
+def test_birth_certificates_show_where_the_leaked_fds_were_created() -> None:
+    # One warm-up and one measured round of two connections: strace -k is slow.
+    code, out, _ = _run("stress", "--json", "--birth-certificates", "--no-baseline",
+                        "--rounds", "1", "--warmup", "1", "--connections", "2",
+                        "--fault", "client-reset=proxy:reset_after=4",
+                        "--", sys.executable, UVLOOP_SERVER, "--leaky")
+    assert code == 10
+    (reset,) = json.loads(out)["configs"]
+    assert reset["leak"] is True
+    certs = reset["birth_certificates"]
+    assert certs
+    top = certs[0]
+    assert top["syscall"] in ("openat", "open")
+    assert set(top["kinds"]) == {"file"}
+    assert top["count"] >= 2
+    symbols = [f["symbol"] or "" for f in top["frames"]]
+    # The spool file is opened from uvloop's connection_made callback.
+    assert any("call_connection_made" in s for s in symbols)
+
+
+def test_birth_certificates_say_why_not_for_strace_injected_faults(node: str) -> None:
+    code, out, _ = _run("stress", "--json", "--birth-certificates", "--no-baseline",
+                        "--rounds", "2", "--warmup", "1", "--connections", "2",
+                        "--fault", "refused=syscall:connect:error=ECONNREFUSED",
+                        "--", node, NODE_SERVER, "--leaky")
+    assert code == 10
+    (refused,) = json.loads(out)["configs"]
+    assert refused["birth_certificates"] == [
+        {"note": "no birth certificates for strace-injected faults: a process has one "
+                 "tracer, and strace --inject is it"}
+    ]

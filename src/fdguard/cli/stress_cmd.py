@@ -71,6 +71,28 @@ def _growth(r: ConfigResult) -> str:
     return ", ".join(parts)
 
 
+def _birth_line(cert: dict[str, Any]) -> str:
+    """One birth-certificate group: how many, which syscall, who, the stack's top."""
+    if "note" in cert:
+        return f"birth certificates: {cert['note']}"
+    # Collapse runs of frames from one module: "libpython3.11.so (_io_open) <
+    # loop.cpython-311-x86_64-linux-gnu.so (...call_connection_made)" reads
+    # better than twenty interpreter frames.
+    frames: list[str] = []
+    last_module = None
+    for f in cert.get("frames", []):
+        if f.get("origin") == "system":
+            continue
+        module = (f.get("module") or "?").rsplit("/", 1)[-1]
+        if module != last_module:
+            frames.append(f"{module}:{f.get('symbol') or '?'}")
+            last_module = module
+    frames = frames[:5]
+    libuv = f" via {cert['libuv_function']}" if cert.get("libuv_function") else ""
+    return (f"born: {cert.get('count')} fds by {cert.get('syscall')} ({cert.get('creator')}"
+            f"{libuv}) at " + " < ".join(frames))
+
+
 def render_human(result: StressResult, out: Console) -> None:
     table = Table(box=None, pad_edge=False, show_edge=False)
     for col in ("CONFIG", "FAULTS", "VERDICT", "FDS/ROUND", "DELTAS", "GROWTH PER ROUND"):
@@ -105,7 +127,7 @@ def render_human(result: StressResult, out: Console) -> None:
             if len(r.leaked) > 10:
                 out.print(f"  ... and {len(r.leaked) - 10} more", markup=False)
             for cert in r.birth_certificates[:5]:
-                out.print(f"  born: {cert}", markup=False)
+                out.print(f"  {_birth_line(cert)}", markup=False)
     if result.leak:
         out.print(f"\nFAILED: {', '.join(result.leaking)}", markup=False)
     else:
@@ -152,6 +174,9 @@ def _progress(enabled: bool) -> tuple[Progress | None, Callable[[StressEvent], N
 @click.option("--mode", type=click.Choice(WORKLOAD_MODES), help="What each connection does.")
 @click.option("--port", type=int, help="The service's port (default: first number it prints).")
 @click.option("--no-baseline", is_flag=True, help="Do not run the fault-free baseline.")
+@click.option("--birth-certificates", "certify", is_flag=True,
+              help="For a leaking configuration, run it again under strace -k and show "
+                   "where the leaked fds were created (slow).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
@@ -166,6 +191,7 @@ def stress(
     mode: str | None,
     port: int | None,
     no_baseline: bool,
+    certify: bool,
     as_json: bool,
     progress: bool | None,
     command: tuple[str, ...],
@@ -201,9 +227,9 @@ def stress(
     bar, on_event = _progress(show)
     if bar is not None:
         with bar:
-            result = run(sc, on_event=on_event, only=only or None)
+            result = run(sc, on_event=on_event, only=only or None, birth_certificates=certify)
     else:
-        result = run(sc, on_event=on_event, only=only or None)
+        result = run(sc, on_event=on_event, only=only or None, birth_certificates=certify)
     if as_json:
         echo_json(result.to_json())
     else:
