@@ -293,3 +293,28 @@ def test_node_report_handle_view_makes_the_verdict_conclusive(
     assert "the application never closed its handle" in accepted.verdict.text
     assert group_of(rep, "openat").verdict.code is VerdictCode.APPLICATION
     assert not list(tmp_path.glob("report.*.json")), "the Node report file must be removed"
+
+
+def test_without_stacks_births_are_still_reported_and_verdicts_say_so(
+    spawn: Callable[..., Child], uv_leak_binary: Path
+) -> None:
+    child = spawn([str(uv_leak_binary)])
+    stdin = child.proc.stdin
+    assert stdin is not None
+    replies: list[str] = []
+
+    def load() -> None:
+        assert stdin is not None
+        stdin.write(b"open\n")
+        stdin.flush()
+        replies.append(wait_line(child.proc))
+
+    rep = trace_pid(child.pid, 30.0, stacks=False, on_attached=load, stop_when=lambda: True)
+    assert replies[0].startswith("open ")
+    assert not rep.stacks
+    (opened,) = rep.open_at_end
+    assert opened.birth is not None
+    assert opened.birth.syscall == "openat"
+    assert opened.frames == ()
+    assert opened.verdict.code is VerdictCode.UNKNOWN
+    assert "no creation stack" in opened.verdict.text

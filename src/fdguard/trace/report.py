@@ -360,8 +360,14 @@ def build_report(
         )
     if end is not None and start is not None:
         before = {f.fd: f for f in start.fds}
+        # Births the trace saw and closed (after the end snapshot was taken) are
+        # not unseen births.
+        seen_closed = {(b.fd, b.inode) for b in life.closed if b.inode is not None}
+        seen_closed_paths = {(b.fd, b.target) for b in life.closed if b.inode is None}
         for f in end.fds:
             if f.fd in tracked:
+                continue
+            if (f.fd, f.inode) in seen_closed or (f.fd, f.target) in seen_closed_paths:
                 continue
             old = before.get(f.fd)
             if old is not None and _same(old, f):

@@ -130,7 +130,6 @@ def trace_pid(
     """
     info = strace or probe_strace()
     warnings = _stack_warnings(info, stacks)
-    start = snapshot(pid, root=root)
     run = StraceRun(
         pid=pid,
         stacks=stacks,
@@ -150,7 +149,6 @@ def trace_pid(
             return poll_window(
                 pid,
                 window_s,
-                start=start,
                 interval=poll_interval,
                 ownership=ownership,
                 warnings=warnings,
@@ -158,13 +156,18 @@ def trace_pid(
                 stop_when=stop_when,
                 root=root,
             )
+        # Both snapshots are taken while strace is attached: every fd that is in
+        # the end snapshot and not in the start one was born under trace, so an
+        # fd with no traced birth is one strace could not see (io_uring, a
+        # syscall not followed), never one born in a gap before or after it.
         t0 = time.time()
+        start = snapshot(pid, root=root)
         if on_attached is not None:
             on_attached()
         _wait_window(run, window_s, stop_when, warnings)
-        run.stop()
-        ended = run.stopped_at or time.time()
+        ended = time.time()
         end = _safe_snapshot(pid, root)
+        run.stop()
         life = track_file(run.output, pid)
     own, source = _ownership(ownership, pid, end is not None, warnings)
     if end is None:
