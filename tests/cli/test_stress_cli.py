@@ -125,3 +125,17 @@ def test_birth_certificates_say_why_not_for_strace_injected_faults(node: str) ->
         {"note": "no birth certificates for strace-injected faults: a process has one "
                  "tracer, and strace --inject is it"}
     ]
+
+
+def test_libfiu_and_strace_reach_the_same_error_path_of_node(node: str) -> None:
+    code, out, _ = _run("stress", "--json", "--progress", "--no-baseline", "--rounds", "2",
+                        "--warmup", "1", "--connections", "3",
+                        "--fault", "fiu-refused=fiu:connect:error=ECONNREFUSED",
+                        "--fault", "strace-refused=syscall:connect:error=ECONNREFUSED",
+                        "--", node, NODE_SERVER, "--leaky")
+    assert code == 10
+    doc = json.loads(out)
+    assert doc["leaking"] == ["fiu-refused", "strace-refused"]
+    for config in doc["configs"]:
+        assert config["deltas"] == [3, 3]
+        assert config["growth_by_state"] == {"tcp:CLOSE-WAIT": 3.0}
