@@ -10,10 +10,12 @@ import click
 
 from fdguard.cli.render import console, echo_json
 from fdguard.errors import ExitStatus, UsageError
+from fdguard.model import FdKind
 from fdguard.trace import TraceReport, trace_command, trace_pid
 from fdguard.trace.report import Group, describe_after, short_frames
 from fdguard.trace.syscalls import Follow
 
+_POLLED = frozenset({FdKind.PIPE, FdKind.FIFO, FdKind.EVENTFD, FdKind.INOTIFY, FdKind.TIMERFD})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -51,7 +53,12 @@ def _group_lines(n: int, g: Group) -> list[str]:
     epolled = sum(1 for o in g.fds if o.birth and o.birth.epoll_added)
     if head.birth is not None and head.epoll_followed:
         facts.append(f"registered with epoll: {epolled} of {g.count}")
-    in_epoll = [o.in_epoll for o in g.fds if o.in_epoll is not None]
+    # Only sockets, pipes and the like are polled; a file is never in an epoll set.
+    in_epoll = [
+        o.in_epoll
+        for o in g.fds
+        if o.in_epoll is not None and o.kind is not None and (o.kind.is_socket or o.kind in _POLLED)
+    ]
     if in_epoll:
         facts.append(f"in an epoll set at the end: {sum(in_epoll)}")
     if facts:

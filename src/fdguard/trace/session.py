@@ -270,7 +270,7 @@ def finish_command(
 ) -> TraceReport:
     """Wait out the window (if given), snapshot the command, stop it, and report."""
     run = launched.run
-    warnings = _stack_warnings(run.info, run.stacks or True) if not run.stacks else []
+    warnings = _stack_warnings(run.info, stacks=True)
     with run:
         if window_s is not None:
             _wait_window(run, window_s, stop_when, warnings)
