@@ -16,7 +16,7 @@ configurations; each `[[fault]]` table is one configuration, judged on its own:
 
     [run]
     warmup = 1
-    rounds = 3
+    rounds = 3                 # at least; with duration = 600, a 10-minute soak
 
     [[fault]]
     name = "connect-refused"
@@ -119,7 +119,8 @@ def _workload(raw: Mapping[str, Any]) -> Workload:
 
 
 def _policy(raw: Mapping[str, Any]) -> RunPolicy:
-    return _build(RunPolicy, "[run]", raw, {"settle_timeout": "settle_timeout_s"})
+    return _build(RunPolicy, "[run]", raw,
+                  {"settle_timeout": "settle_timeout_s", "duration": "duration_s"})
 
 
 def _syscall_fault(where: str, raw: Any) -> SyscallFault:

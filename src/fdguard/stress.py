@@ -143,11 +143,16 @@ class FaultConfig:
 
 
 BASELINE = FaultConfig("baseline")
+MAX_ROUNDS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class RunPolicy:
-    """Rounds and the thresholds of the verdict (see module comment)."""
+    """Rounds and the thresholds of the verdict (see module comment).
+
+    `duration_s` turns a round count into a soak: measured rounds go on until
+    that much time has passed after the warm-up, `rounds` being the minimum.
+    """
 
     warmup: int = 2
     rounds: int = 4
@@ -156,12 +161,24 @@ class RunPolicy:
     max_zero_rounds: int = 0
     min_growth: int = 2
     baseline: bool = True
+    duration_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.warmup <= 1000 or not 1 <= self.rounds <= 10_000:
+        if not 0 <= self.warmup <= 1000 or not 1 <= self.rounds <= MAX_ROUNDS:
             raise UsageError("rounds must be in 1..10000 and warm-up rounds in 0..1000")
+        if self.duration_s is not None and not 0 < self.duration_s <= 7 * 86400:
+            raise UsageError("duration must be in (0, 7 days]")
         if self.max_zero_rounds >= self.rounds:
             raise UsageError("max_zero_rounds must be below the number of rounds")
+
+    def more_rounds(self, measured: int, elapsed_s: float) -> bool:
+        """Whether to run another measured round: `rounds` at least, then until
+        `duration_s` has passed since the warm-up (never more than MAX_ROUNDS)."""
+        if measured < self.rounds:
+            return True
+        if self.duration_s is None or measured >= MAX_ROUNDS:
+            return False
+        return elapsed_s < self.duration_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,7 +664,13 @@ def run_config(
         samples: list[RoundSample] = []
         first: Snapshot | None = None
         try:
-            for i in range(total):
+            i = 0
+            measured_since = clock.monotonic()
+            while i < policy.warmup or policy.more_rounds(
+                i - policy.warmup, clock.monotonic() - measured_since
+            ):
+                if i == policy.warmup:
+                    measured_since = clock.monotonic()
                 d = drive(address, scenario.workload, clock)
                 if not service.alive():
                     raise ServiceFailed(f"service exited during round {i + 1}: "
@@ -657,7 +680,8 @@ def run_config(
                 samples.append(RoundSample(i, warm, n, d.ok, d.failed))
                 if i == policy.warmup - 1 or (policy.warmup == 0 and i == 0):
                     first = snapshot(service.pid)
-                emit(StressEvent("round", config.name, i + 1, total, n))
+                emit(StressEvent("round", config.name, i + 1, max(total, i + 1), n))
+                i += 1
             last = snapshot(service.pid)
         except (ServiceFailed, NoSuchProcess) as err:
             return ConfigResult(config, False, "could not run", (), tuple(samples), {}, {}, (),

@@ -139,3 +139,47 @@ def test_libfiu_and_strace_reach_the_same_error_path_of_node(node: str) -> None:
     for config in doc["configs"]:
         assert config["deltas"] == [3, 3]
         assert config["growth_by_state"] == {"tcp:CLOSE-WAIT": 3.0}
+
+
+def test_duration_keeps_measuring_past_the_minimum_rounds() -> None:
+    code, out, _ = _run("stress", "--json", "--duration", "0.6", "--rounds", "2", "--warmup",
+                        "1", "--connections", "2", "--no-baseline", "--fault",
+                        "proxy:latency_ms=1", "--", sys.executable, UVLOOP_SERVER)
+    assert code == 0
+    (config,) = json.loads(out)["configs"]
+    assert len(config["deltas"]) >= 2
+    assert set(config["deltas"]) == {0}
+
+
+DRIVER = (
+    "import socket; s = socket.create_connection(('{host}', {port})); s.sendall(b'GET\\n'); "
+    "s.recv(16); s.close()"
+)
+
+
+def test_an_external_driver_command_from_a_scenario_file(tmp_path: Path, node: str) -> None:
+    scenario = tmp_path / "driver.toml"
+    scenario.write_text(
+        f"""
+name = "external driver"
+[service]
+command = [{json.dumps(node)}, {json.dumps(NODE_SERVER)}, "--leaky"]
+[workload]
+command = [{json.dumps(sys.executable)}, "-c", {json.dumps(DRIVER)}]
+timeout = 10
+[run]
+warmup = 1
+rounds = 2
+min_growth = 2
+[[fault]]
+name = "refused"
+syscall = [{{ call = "connect", error = "ECONNREFUSED" }}]
+"""
+    )
+    code, out, _ = _run("stress", "--scenario", str(scenario), "--json")
+    doc = json.loads(out)
+    assert code == 10
+    assert doc["leaking"] == ["refused"]
+    base, refused = doc["configs"]
+    assert base["driver"] == {"ok": 3, "failed": 0}
+    assert refused["deltas"] == [1, 1]

@@ -138,3 +138,15 @@ def test_settle_is_bounded_when_the_count_never_settles(monkeypatch: pytest.Monk
     monkeypatch.setattr("fdguard.stress.count", lambda _pid: next(ticks))
     settle(1, clock, settle_ms=100, timeout_s=2)
     assert clock.now == pytest.approx(2.0, abs=0.02)
+
+
+def test_duration_turns_rounds_into_a_minimum_and_stays_bounded() -> None:
+    fixed = RunPolicy(rounds=3)
+    assert [fixed.more_rounds(m, 1e9) for m in range(5)] == [True, True, True, False, False]
+    soak = RunPolicy(rounds=3, duration_s=60)
+    assert soak.more_rounds(2, 100.0)  # the minimum first
+    assert soak.more_rounds(3, 59.0)
+    assert not soak.more_rounds(3, 60.0)
+    assert not soak.more_rounds(10_000, 1.0)  # never unbounded
+    with pytest.raises(UsageError):
+        RunPolicy(duration_s=0)

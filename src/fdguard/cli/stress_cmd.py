@@ -169,6 +169,8 @@ def _progress(enabled: bool) -> tuple[Progress | None, Callable[[StressEvent], N
                    "squeeze[:headroom=2]; NAME=SPEC names it. Repeatable.")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only these configurations.")
 @click.option("--rounds", type=int, help="Measured rounds per configuration.")
+@click.option("--duration", type=float, metavar="SECONDS",
+              help="Soak: keep running measured rounds (at least --rounds) this long.")
 @click.option("--warmup", type=int, help="Warm-up rounds (growth forgiven).")
 @click.option("--connections", type=int, help="Connections per round (built-in driver).")
 @click.option("--mode", type=click.Choice(WORKLOAD_MODES), help="What each connection does.")
@@ -186,6 +188,7 @@ def stress(
     faults: tuple[str, ...],
     only: tuple[str, ...],
     rounds: int | None,
+    duration: float | None,
     warmup: int | None,
     connections: int | None,
     mode: str | None,
@@ -213,6 +216,8 @@ def stress(
         overrides["rounds"] = rounds
     if warmup is not None:
         overrides["warmup"] = warmup
+    if duration is not None:
+        overrides["duration_s"] = duration
     if no_baseline:
         overrides["baseline"] = False
     wl: dict[str, Any] = {}
