@@ -36,7 +36,6 @@ import random
 import socket
 import struct
 import threading
-import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -405,9 +404,3 @@ class FaultProxy:
         if wait > 0:
             await asyncio.sleep(wait)
 
-
-def connect_time(address: tuple[str, int], timeout: float = 5.0) -> float:
-    """Seconds one loopback TCP connect to `address` takes (for checks and benches)."""
-    t0 = time.perf_counter()
-    with socket.create_connection(address, timeout=timeout):
-        return time.perf_counter() - t0
