@@ -33,6 +33,13 @@ def _argv(runtime: str, node: str | None, leaky: bool) -> list[str]:
     return [sys.executable, str(PROCS / "stress_uvloop_server.py"), *flag]
 
 
+def about(deltas: tuple[int, ...] | list[int], per_round: int) -> bool:
+    """Each round grew by `per_round`, give or take one close the service had not
+    made yet when the count settled (a loaded machine can starve it that long)."""
+    total = per_round * len(deltas)
+    return all(abs(d - per_round) <= 1 for d in deltas) and abs(sum(deltas) - total) <= 2
+
+
 CASES = [
     ("node", True, {"connect-refused"}),
     ("node", False, set()),
@@ -73,15 +80,18 @@ def test_stress_flags_exactly_the_leaking_fault_and_is_stable(
         assert reset.resets == reset.accepted == 20
         if runtime == "node" and leaky:
             leak = by_name["connect-refused"]
-            assert leak.deltas == (5, 5, 5)
-            assert leak.growth_by_state == {"tcp:CLOSE-WAIT": 5.0}
+            assert about(leak.deltas, 5)
+            assert max(leak.growth_by_state, key=leak.growth_by_state.__getitem__) == (
+                "tcp:CLOSE-WAIT"
+            )
+            assert abs(leak.growth_by_state["tcp:CLOSE-WAIT"] - 5) <= 0.7
             assert leak.leaked
             assert all(f.kind is FdKind.TCP and f.state is TcpState.CLOSE_WAIT
                        for f in leak.leaked)
         if runtime == "uvloop" and leaky:
             leak = by_name["client-reset"]
-            assert leak.deltas == (5, 5, 5)
-            assert leak.growth_by_kind == {"file": 5.0}
+            assert about(leak.deltas, 5)
+            assert abs(leak.growth_by_kind["file"] - 5) <= 0.7
             assert all(f.kind is FdKind.FILE and "fdguard-spool" in (f.target or "")
                        for f in leak.leaked)
     assert verdicts[0] == verdicts[1]
