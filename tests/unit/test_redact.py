@@ -114,3 +114,21 @@ def test_short_literals_are_not_patterns() -> None:
 def test_bad_extra_patterns_are_usage_errors(bad: str) -> None:
     with pytest.raises(UsageError):
         Redactor(extra=[bad], hostnames=[])
+
+
+def test_environment_values_become_patterns_only_when_secret_like() -> None:
+    from fdguard.report.collect import env_literals
+
+    env = {
+        "PWD": "/work/app",
+        "PATH": "/usr/local/bin:/usr/bin",
+        "LANG": "C.UTF-8",
+        "TERM": "xterm-256color",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "DATABASE_URL": "postgres://u:p@db/x",
+        "RANDOM_ID": "a81f0c22d9e44b7f",
+        "GREETING": "hello world",
+    }
+    values = {v for _, v in env_literals(env)}
+    assert values == {"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "postgres://u:p@db/x",
+                      "a81f0c22d9e44b7f"}

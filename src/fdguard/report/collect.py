@@ -256,6 +256,34 @@ class ReportInputs:
     root: str = DEFAULT_ROOT
 
 
+# Environment variables whose values are ordinary facts (the cwd, the shell, the
+# locale): a report must be able to show /work/app even though PWD holds it.
+_ENV_PLAIN = frozenset({
+    "PWD", "OLDPWD", "HOME", "PATH", "SHELL", "TERM", "LANG", "LANGUAGE", "USER", "LOGNAME",
+    "SHLVL", "_", "HOSTNAME", "TMPDIR", "TZ", "EDITOR", "PAGER", "COLORTERM", "DISPLAY",
+    "MAIL", "NODE_ENV", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "PYTHONPATH", "NODE_PATH",
+    "MANPATH", "INFOPATH", "PS1",
+})
+_SECRET_ENV_NAME = re.compile(
+    r"KEY|SECRET|TOKEN|PASS|AUTH|CREDENTIAL|SESSION|COOKIE|PRIVATE|DSN|DATABASE_URL|_URL$|"
+    r"CONN", re.I)
+
+
+def env_literals(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The environment values to redact wherever they appear: every value of a
+    variable named like a secret, and any other long random-looking value (letters
+    and digits, no spaces, not a path). Ordinary facts (PWD, PATH, LANG) are kept."""
+    out = []
+    for name, value in env.items():
+        if name in _ENV_PLAIN or name.startswith(("LC_", "XDG_")) or len(value) < 6:
+            continue
+        randomish = (len(value) >= 12 and " " not in value and not value.startswith("/")
+                     and re.search(r"[A-Za-z]", value) and re.search(r"\d", value))
+        if _SECRET_ENV_NAME.search(name) or randomish:
+            out.append(("environment value", value))
+    return out
+
+
 def load_json(path: str, what: str) -> dict[str, Any]:
     """A saved `fdguard ... --json` document.
 
@@ -743,7 +771,7 @@ def build_report(
                 env = read_environ(pid, root=inputs.root)
             except (FdguardError, OSError):
                 env = {}
-            literals = [("environment value", v) for v in env.values()]
+            literals = env_literals(env)
     r = Redactor(extra=inputs.redact_extra, literals=literals)
 
     chain: list[StoredTarget] = []
@@ -999,6 +1027,7 @@ __all__ = [
     "TraceFacts",
     "TraceGroup",
     "build_report",
+    "env_literals",
     "extract_log_lines",
     "gdb_stacks",
     "load_json",

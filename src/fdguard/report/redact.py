@@ -233,15 +233,17 @@ class Redactor:
         a whole rendered report.
         """
         out = text
+        for rx in self._extra:
+            out = rx.sub(lambda _m: self._secret("custom pattern"), out)
+        for kind, rx, group in _RULES:
+            out = rx.sub(_replacer(kind, group, self._secret), out)
+        # Literal values last: the patterns name the kind when they know it; the
+        # literals catch what no pattern knows the shape of.
         for kind, value in self._literals:
             if value in out:
                 n = out.count(value)
                 self._counts[kind] += n
                 out = out.replace(value, "<redacted>")
-        for rx in self._extra:
-            out = rx.sub(lambda _m: self._secret("custom pattern"), out)
-        for kind, rx, group in _RULES:
-            out = rx.sub(_replacer(kind, group, self._secret), out)
         return out
 
     def redact_argv(self, argv: Sequence[str]) -> list[str]:

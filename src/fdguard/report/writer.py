@@ -193,9 +193,12 @@ def layout(report: Report, charts: Sequence[Chart]) -> list[Block]:
             for bug in sorted(k.carried, key=lambda x: (x["id"] not in cand, x["id"]))[:15]:
                 c = cand.get(bug["id"])
                 src = bug.get("source") or {}
-                link = src.get("issue_url") or (
-                    f"https://github.com/libuv/libuv/commit/{src['commit']}"
-                    if src.get("commit") else "")
+                link = ""
+                if src.get("issue_url"):
+                    link = f"[issue]({src['issue_url']})"
+                elif src.get("commit"):
+                    commit = str(src["commit"])
+                    link = f"[{commit[:10]}](https://github.com/libuv/libuv/commit/{commit})"
                 rows_k.append((bug["id"], bug["title"], bug["fixed_in"],
                                c["assessment"] if c else "signature not weighed", link))
             b.append(Table(("id", "bug", "fixed in", "fit with what was seen", "source"),
@@ -435,15 +438,21 @@ ul.check{list-style:none;padding-left:1em}
 """
 
 
+_LINK = re.compile(r"\[([^\]]+)\]\((https://[^)\s]+)\)")
+
+
 def _inline(text: str) -> str:
+    """`code`, **bold** and [text](https://...) links; everything else escaped."""
     parts = re.split(r"(`[^`]+`)", text)
     out = []
     for p in parts:
         if len(p) >= 2 and p.startswith("`") and p.endswith("`"):
             out.append(f"<code>{html.escape(p[1:-1])}</code>")
         else:
-            esc = html.escape(p)
-            out.append(re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", esc))
+            esc = html.escape(p, quote=False)
+            esc = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", esc)
+            out.append(_LINK.sub(lambda m: f'<a href="{html.escape(m.group(2))}">'
+                                           f"{m.group(1)}</a>", esc))
     return "".join(out)
 
 
@@ -468,7 +477,7 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             head = "".join(f"<th>{html.escape(h)}</th>" for h in blk.headers) \
                 if any(blk.headers) else ""
             rows = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>"
                 for row in blk.rows)
             body.append(f"<table>{'<tr>' + head + '</tr>' if head else ''}{rows}</table>")
         elif isinstance(blk, Code):
