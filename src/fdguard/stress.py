@@ -611,8 +611,9 @@ def run(
     clock = clock or SystemClock()
     emit = on_event or (lambda _e: None)
     configs = [c for c in scenario.configs if only is None or c.name in only]
-    if only is not None and not configs:
-        raise UsageError(f"no fault configuration named {', '.join(only)}")
+    unknown = sorted(set(only or ()) - {c.name for c in scenario.configs})
+    if unknown:
+        raise UsageError(f"no fault configuration named {', '.join(unknown)}")
     results: list[ConfigResult] = []
     with _maybe_proxy(scenario) as proxy:
         for config in configs:
