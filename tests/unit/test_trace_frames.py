@@ -104,3 +104,12 @@ def test_signature_folds_interpreter_repeats_and_addresses() -> None:
     )
     assert signature(a) == signature(b)
     assert creation_site(()) == (FrameOrigin.UNKNOWN, ())
+
+
+def test_signature_skips_the_wrapper_and_stops_where_unwinding_failed() -> None:
+    base = _frames((LIBC, "accept4"), (NODE, "uv__accept"), (NODE, "uv__server_io"))
+    broken = (*base, parse_frame(" > unexpected_backtracing_error [0x7f00]"), *base)
+    assert signature(broken) == ("uv__accept", "uv__server_io")
+    deep = base + _frames(*((NODE, f"node::f{i}()") for i in range(20)))
+    assert len(signature(deep)) == 8
+    assert signature(deep)[0] == "uv__accept"

@@ -224,21 +224,27 @@ def libuv_entry(run: tuple[Frame, ...]) -> str | None:
 _NEAREST_EXPORT_SLACK = 0x200
 
 
-def signature(frames: tuple[Frame, ...], depth: int = 16) -> tuple[str, ...]:
-    """A grouping key for a stack: symbols without offsets, repeats collapsed.
+def signature(frames: tuple[Frame, ...], depth: int = 8) -> tuple[str, ...]:
+    """A grouping key for a stack: the creation site and a few callers, offsets dropped.
 
-    JIT and interpreter frames repeat a variable number of times for the same
-    code path (Builtins_InterpreterEntryTrampoline), and unsymbolised frames
-    have per-run addresses, so both are folded before comparing.
+    The system wrapper (libc) is skipped, repeats are collapsed (interpreter and
+    JIT trampolines repeat a variable number of times for one code path), and
+    the key stops at `depth` frames or where the unwinder gave up: frames far
+    from the syscall, or past an unwinding error, tell leak sites apart less
+    than they split one site into many groups.
     """
     out: list[str] = []
+    started = False
     for f in frames:
+        if not started and f.origin is FrameOrigin.SYSTEM:
+            continue
+        started = True
         if f.symbol:
             key = f.symbol
         elif f.module:
             key = f"?({os.path.basename(f.module)})"
         else:
-            key = "?"
+            break
         if out and out[-1] == key:
             continue
         out.append(key)
