@@ -178,6 +178,11 @@ def trace(
     The window ends after --for, when the target exits, or on ^C; fds created
     in it and still open are grouped by creation stack, split into libuv,
     runtime and application frames, with a verdict per group.
+
+    Cost: a diagnostic window, not always-on. Attaching stops the target on
+    every syscall (launch mode only on traced ones), and with stacks each fd
+    birth costs node 10-25 ms of unwinding (bench/trace_cost.py). By default
+    only births are followed; --closes, --epoll, --full follow more, at more cost.
     """
     if not args:
         raise UsageError("give a PID to attach to, or -- CMD ARGS to launch")
