@@ -4,18 +4,21 @@ Turn it on for a whole run with `pytest --fdguard`, or per test with the
 `@pytest.mark.fdguard_no_leak` marker or the `fdguard_no_leak` fixture.
 
 What is checked, and how it is reported:
-- the test body (the call phase): fds of the test process open after the body
-  that were not open before it. The baseline is taken after fixture setup, so
-  an event loop or server a function fixture starts is not counted; a loop
-  `asyncio.run()` / `uvloop.run()` creates and closes inside the test nets out.
-  A leak FAILS the test, listing each fd with kind, target, TCP state, ends.
-- function-scoped fixtures: fds still open after teardown that were not open
-  before setup (and not opened by a wider-scoped fixture, which outlives the
-  test on purpose) are an ERROR at teardown.
+- a leak is an fd of the test process open after teardown that was not open
+  before setup, and that no wider-scoped (module, session...) fixture opened:
+  those outlive one test on purpose. Measuring across the whole test, not just
+  its body, means an event loop a function fixture opens and closes is never
+  blamed (nor libuv's lazily opened /dev/null reserve fd, closed with the
+  loop), while a fixture that forgets to close is. The test FAILS, each fd
+  listed with kind, TCP state, ends and target.
 - repeats (`--fdguard-repeats=N` or `fdguard_no_leak(repeats=N)`): the body
-  runs N more times, as CPython's `regrtest -R` does. Growth on the first run
-  only is a one-time cache (reported in the summary, not a failure); growth on
-  every later run is a leak. The body must be safe to run again.
+  runs N more times, as CPython's `regrtest -R` does. Growth on every later run
+  fails the test at once ("grows every run"); growth on the first run only is a
+  one-time cache, reported in the terminal summary, not a failure. The body
+  must be safe to run again.
+- fds 0-2 (swapped by pytest's capture) and the snapshot's own /proc fds are
+  not judged. `asyncio.run()` / `uvloop.run()` inside a test net out; the
+  pipe pair the first uvloop loop of a process keeps is a one-time cache.
 
 fds are compared as (number, inode, target), so a test that closes fd 7 and
 opens another object at fd 7 is seen. `gc.collect()` runs before each
@@ -32,6 +35,10 @@ from typing import Any
 
 import pytest
 
+# runtestprotocol is pytest's own per-item protocol (what plugins that hold reports
+# back, such as pytest-rerunfailures, call); pytest has no public alias for it.
+from _pytest.runner import runtestprotocol
+
 from fdguard.inspect import snapshot
 from fdguard.model import Fd
 from fdguard.stress import judge
@@ -43,6 +50,8 @@ _REPORTED = pytest.StashKey[set[_Key]]()
 _WIDE_FIXTURE_FDS = pytest.StashKey[set[_Key]]()
 _CACHES = pytest.StashKey[list[str]]()
 _FIRST_RUN = pytest.StashKey[tuple[set[_Key], list[int]]]()
+_PROTOCOL = pytest.StashKey[bool]()
+_LEAK = pytest.StashKey[str]()
 
 MARKER = "fdguard_no_leak"
 
@@ -201,12 +210,53 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         )
     if leaked:
         hint = "" if _repeats(item) else " (repeats tell a leak from a one-time cache)"
-        pytest.fail(
-            f"fdguard: test leaked {len(leaked)} fd(s), still open after teardown{hint}:\n"
-            + _listing(leaked),
-            pytrace=False,
-        )
+        message = (f"fdguard: test leaked {len(leaked)} fd(s), still open after teardown{hint}:\n"
+                   + _listing(leaked))
+        if _PROTOCOL in item.stash:
+            # Our protocol holds the reports back: it turns the passed call into a failure.
+            item.stash[_LEAK] = message
+        else:
+            pytest.fail(message, pytrace=False)
     return result
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """Run a checked test's phases, then report: a leak found after teardown fails the test.
+
+    Leaks are only known once teardown has closed what fixtures hold, after the
+    call's report would normally have been logged. So for checked tests the
+    reports are held back until then, and a leak turns the passed call report
+    into a failure (what pytest-rerunfailures does to report reruns). A test
+    that failed already keeps its own failure.
+    """
+    if not _checked(item):
+        return None
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    item.stash[_PROTOCOL] = True
+    try:
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    finally:
+        del item.stash[_PROTOCOL]
+    message = item.stash.get(_LEAK, None)
+    if message is not None:
+        del item.stash[_LEAK]
+        calls = [r for r in reports if r.when == "call" and r.passed]
+        if calls:
+            calls[0].outcome = "failed"
+            calls[0].longrepr = message
+        else:
+            # No passed call to blame (setup failed, or the body failed): the
+            # teardown report carries the leak.
+            for r in reports:
+                if r.when == "teardown" and r.passed:
+                    r.outcome = "failed"
+                    r.longrepr = message
+    for r in reports:
+        ihook.pytest_runtest_logreport(report=r)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -106,28 +106,29 @@ def test_flag_reports_leaks_naming_each_fd_and_spares_wider_fixtures(
 ) -> None:
     pytester.makepyfile(test_leaks=LEAKS, test_fix=FIXTURES)
     result = pytester.runpytest_subprocess("--fdguard", *QUIET)
-    # Bodies pass; each leak is reported once teardown is over.
-    result.assert_outcomes(passed=6, errors=3)
+    # Each leak is known once teardown is over, and fails its test.
+    result.assert_outcomes(passed=3, failed=3)
     result.stdout.fnmatch_lines([
-        "*ERROR at teardown of test_leaks_a_file*",
+        "*_ test_leaks_a_file _*",
         "*fdguard: test leaked 1 fd(s), still open after teardown*",
         "*fd *: file */held.txt*",
     ])
     # Both ends of the connection, with TCP state and endpoints.
     result.stdout.fnmatch_lines([
-        "*ERROR at teardown of test_leaks_a_tcp_connection*",
+        "*_ test_leaks_a_tcp_connection _*",
         "*fdguard: test leaked 2 fd(s)*",
         "*fd *: tcp ESTAB 127.0.0.1:* -> 127.0.0.1:* socket:[[]*[]]*",
     ])
     # A function fixture's leak is the test's; a module fixture's server is not.
     result.stdout.fnmatch_lines([
-        "*ERROR at teardown of test_uses_sloppy*",
+        "*_ test_uses_sloppy _*",
         "*test leaked 1 fd(s), still open after teardown*",
         "*fd *: chardev /dev/null*",
     ])
-    errors = "\n".join(_errors(result))
-    assert "test_healthy" not in errors
-    assert "test_uses_shared" not in errors
+    assert _errors(result) == []
+    failed = "\n".join(_failed(result))
+    assert "test_healthy" not in failed
+    assert "test_uses_shared" not in failed
 
 
 def test_idle_without_flag_marker_and_fixture_select_tests_repeats_find_caches(
@@ -136,23 +137,20 @@ def test_idle_without_flag_marker_and_fixture_select_tests_repeats_find_caches(
     pytester.makepyfile(test_leaks=LEAKS, test_some=MARKED)
     result = pytester.runpytest_subprocess("--strict-markers", *QUIET)
     # test_leaks.py is unchecked: all 3 pass. In test_some.py: two selected leaks,
-    # one leak that grows every repeat, one cache mistaken for a leak without repeats.
-    result.assert_outcomes(passed=8, failed=1, errors=3)
-    errors = "\n".join(_errors(result))
-    assert "test_leaks.py" not in errors
-    assert "test_unchecked_leak" not in errors
-    for name in ("test_marked_leak", "test_fixture_leak",
-                 "test_without_repeats_a_cache_looks_like_a_leak"):
-        assert name in errors
+    # one leak that grows every repeat, one cache mistaken for a leak without
+    # repeats fail; the unchecked leak and the cache checked with repeats pass.
+    result.assert_outcomes(passed=5, failed=4)
+    assert _errors(result) == []
     assert [line.split("::")[1].split(" ")[0] for line in _failed(result)] == [
-        "test_leak_opens_every_time"
+        "test_marked_leak", "test_fixture_leak", "test_leak_opens_every_time",
+        "test_without_repeats_a_cache_looks_like_a_leak",
     ]
     result.stdout.fnmatch_lines([
         "*fdguard: leaks 3 fd(s) over 3 repeats (deltas per run [[]1, 1, 1, 1[]]): grows every "
         "run, not a one-time cache*",
     ])
     result.stdout.fnmatch_lines([
-        "*ERROR at teardown of test_without_repeats_a_cache_looks_like_a_leak*",
+        "*_ test_without_repeats_a_cache_looks_like_a_leak _*",
         "*repeats tell a leak from a one-time cache*",
     ])
     result.stdout.fnmatch_lines([
