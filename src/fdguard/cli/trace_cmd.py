@@ -139,7 +139,12 @@ def render_human(rep: TraceReport) -> None:
     context_settings={"ignore_unknown_options": True},
 )
 @click.option("--for", "window", default=None, help="Window length: 60s, 2m, 500ms. [attach: 60s]")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see issue contract).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (target, window_s, open_at_end, groups, ...).",
+)
 @click.option("--stacks/--no-stacks", default=True, help="Creation stacks with strace -k.")
 @click.option(
     "--closes/--no-closes",
