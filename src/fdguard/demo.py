@@ -41,6 +41,17 @@ from typing import Any
 from fdguard.alerts import AlertEngine, EtaRule, ThresholdRule, TrendRule
 from fdguard.attribute import explain
 from fdguard.errors import FdguardError, ToolMissing, UsageError
+from fdguard.guard import (
+    GuardConfig,
+    GuardEvent,
+    ListenSpec,
+    ProgramSpec,
+    Readiness,
+    Supervisor,
+    Triggers,
+    bind,
+)
+from fdguard.guard.sockets import close_all
 from fdguard.report import ReportInputs, Written, build_report, write_report
 from fdguard.store import Store
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
@@ -96,17 +107,45 @@ const server = http.createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 60000;
-server.listen(0, "127.0.0.1", () => {
-  process.stdout.write(JSON.stringify({ port: server.address().port }) + "\n");
+
+// Under `fdguard guard` the listening socket is inherited the systemd way (fd 3);
+// alone, the service listens on a free loopback port and prints it.
+const conns = new Set();
+let draining = false;
+server.on("connection", (sock) => {
+  conns.add(sock);
+  sock.on("close", () => {
+    conns.delete(sock);
+    if (draining && conns.size === 0) process.exit(0);
+  });
 });
-process.stdin.on("end", () => process.exit(0));
-process.stdin.resume();
+server.on("request", (req, res) => {
+  if (draining) res.setHeader("Connection", "close");
+});
+if (process.env.LISTEN_FDS && parseInt(process.env.LISTEN_PID, 10) === process.pid) {
+  server.listen({ fd: 3 });
+} else {
+  server.listen(0, "127.0.0.1", () => {
+    process.stdout.write(JSON.stringify({ port: server.address().port }) + "\n");
+  });
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.resume();
+}
+// SIGTERM: stop accepting, finish what is in flight, tell clients to reconnect.
+process.on("SIGTERM", () => {
+  draining = true;
+  require("net").Server.prototype.close.call(server);
+  if (conns.size === 0) process.exit(0);
+});
 """
 
 SOFT_LIMIT = 384
 RATE = 40.0  # requests per second from the demo's client
 BAD_SHARE = 2  # in the leaking phase, every 2nd request hits the error path
 HEALTHY_SECONDS = 3.0
+GUARD_SHARE = 0.3  # the guard restarts a worker whose fds reach this share of the limit
+GUARD_RESTARTS = 2
+GUARD_SECONDS = 45.0
 # The detector scaled down to a demo: a 4 s "longest healthy cycle" (the default
 # is a day), sampled every 50 ms, as in the watch tests.
 WATCH = WatchConfig(
@@ -129,6 +168,7 @@ class DemoResult:
     emfile_seen: bool
     elapsed_s: float
     libuv_version: str | None
+    mitigation: tuple[str, ...] = ()
 
 
 class _Load:
@@ -137,18 +177,25 @@ class _Load:
     def __init__(self, port: int) -> None:
         self.port = port
         self.leaking = threading.Event()
+        self.only_bad = threading.Event()
         self.stop = threading.Event()
         self.sent = 0
         self.bad = 0
+        self.failed = 0
         self.errors: list[str] = []
         self._thread = threading.Thread(target=self._run, name="fdguard-demo-load", daemon=True)
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
 
     def start(self) -> None:
         self._thread.start()
 
     def join(self) -> None:
         self.stop.set()
-        self._thread.join(timeout=10)
+        if self.started:
+            self._thread.join(timeout=10)
 
     def _run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
@@ -161,13 +208,22 @@ class _Load:
                 delay = start + i / RATE - time.monotonic()
                 if delay > 0 and self.stop.wait(delay):
                     return
-                bad = self.leaking.is_set() and i % BAD_SHARE == 0
-                conn.request("GET", "/render?format=pdf" if bad else "/render?name=demo")
-                conn.getresponse().read()
+                bad = self.only_bad.is_set() or (self.leaking.is_set() and i % BAD_SHARE == 0)
+                try:
+                    conn.request("GET", "/render?format=pdf" if bad else "/render?name=demo")
+                    resp = conn.getresponse()
+                    resp.read()
+                except (OSError, http.client.HTTPException) as err:
+                    # A request lost (what a graceful restart must never cause):
+                    # count it, reconnect, go on.
+                    self.failed += 1
+                    self.errors.append(str(err))
+                    conn.close()
+                    continue
                 self.sent += 1
                 self.bad += bad
-        except (OSError, http.client.HTTPException) as err:
-            self.errors.append(str(err))
+                if resp.status >= 500:
+                    self.failed += 1
         finally:
             conn.close()
 
@@ -223,33 +279,47 @@ def run_demo(
     detect_timeout: float = 45.0,
     trace_window: float = 3.0,
     to_emfile: bool = True,
+    guard: bool = False,
     github: bool = True,
 ) -> DemoResult:
     """Run the demo (see the module comment) and write the report into `out_dir`.
 
+    With `guard`, the service is then run again under `fdguard guard` (which must
+    happen in the main thread: the guard handles signals), restarted gracefully
+    each time its fds reach GUARD_SHARE of the limit, under the same leaking
+    traffic; the report's chart shows the restarts.
+
     Raises:
         ToolMissing: node (or strace) is not installed.
         UsageError: the service did not start, or the leak was not detected
-            within `detect_timeout` seconds.
+            within `detect_timeout` seconds; `guard` outside the main thread.
     """
+    if guard and threading.current_thread() is not threading.main_thread():
+        raise UsageError("the demo's guard step must run in the main thread (signals)")
     t_start = time.monotonic()
     node = _node()
     tmp = Path(tempfile.mkdtemp(prefix="fdguard-demo-"))
+    total = 8 if guard else 7
     proc: subprocess.Popen[bytes] | None = None
-    load: _Load | None = None
+    loads: list[_Load] = []
     watcher: Watcher | None = None
     watch_thread: threading.Thread | None = None
     store: Store | None = None
     log_file = None
     watch_errors: list[BaseException] = []
+
+    def step(n: int, msg: str) -> None:
+        on_step(f"{n}/{total} {msg}")
+
     try:
-        on_step(f"1/7 writing a Node.js service with an fd leak to {tmp}/service.js")
-        (tmp / "service.js").write_text(SERVICE_JS, encoding="utf-8")
+        service = tmp / "service.js"
+        step(1, f"writing a Node.js service with an fd leak to {service}")
+        service.write_text(SERVICE_JS, encoding="utf-8")
         log_path = tmp / "service.log"
         log_file = open(log_path, "wb")  # noqa: SIM115 -- closed in `finally`
         # --report-on-signal lets `explain` ask Node which handles it holds.
         proc = subprocess.Popen(
-            [node, "--report-on-signal", str(tmp / "service.js")],
+            [node, "--report-on-signal", str(service)],
             cwd=tmp,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -260,18 +330,23 @@ def run_demo(
         # A low soft limit (our own child) so that EMFILE comes in seconds, not hours.
         hard = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)[1]
         resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (SOFT_LIMIT, hard))
-        on_step(f"2/7 started it: pid {proc.pid}, http://127.0.0.1:{port}, soft fd limit "
+        step(2, f"started it: pid {proc.pid}, http://127.0.0.1:{port}, soft fd limit "
                 f"{SOFT_LIMIT}")
 
         store = Store(tmp / "fdguard.db")
         verdicts: list[dict[str, Any]] = []
+        first_pid = proc.pid
 
         def on_event(ev: Any) -> None:
-            if ev.type == "verdict" and ev.data.get("kind") is None and ev.data.get("leak"):
+            if (ev.type == "verdict" and ev.data.get("kind") is None and ev.data.get("leak")
+                    and ev.ref is not None and ev.ref.pid == first_pid):
                 verdicts.append(dict(ev.data))
 
+        # Followed by command line, so the guarded workers later are the same
+        # service to the store: one series, restarts marked.
+        spec = TargetSpec(SpecKind.CMDLINE, str(service).replace(".", r"\."))
         watcher = Watcher(
-            TargetSet([TargetSpec(SpecKind.PID, str(proc.pid))]),
+            TargetSet([spec]),
             config=WATCH,
             store=store,
             alerts=AlertEngine([ThresholdRule(), TrendRule(), EtaRule()]),
@@ -289,10 +364,11 @@ def run_demo(
                                         daemon=True)
         watch_thread.start()
         load = _Load(port)
+        loads.append(load)
         load.start()
-        on_step(f"3/7 watching it (every {WATCH.interval * 1000:.0f} ms) under healthy "
-                f"traffic for {HEALTHY_SECONDS:.0f} s, then a client starts sending "
-                "requests that hit the leaking error path")
+        step(3, f"watching it (every {WATCH.interval * 1000:.0f} ms) under healthy traffic "
+                f"for {HEALTHY_SECONDS:.0f} s, then a client starts sending requests that hit "
+                "the leaking error path")
         time.sleep(HEALTHY_SECONDS)  # the healthy phase is part of the story, not a sync
         load.leaking.set()
         leak_started = time.monotonic()
@@ -308,32 +384,30 @@ def run_demo(
         v = verdicts[0]
         detected_after = time.monotonic() - leak_started
         eta = v.get("eta_seconds")
-        on_step(
-            f"4/7 leak detected {detected_after:.1f} s after the bad requests began: "
-            f"{v.get('reason')}; +{(v.get('rate_per_hour') or 0):.0f} fds/hour"
-            + (f", EMFILE expected in about {eta:.0f} s" if eta is not None else "")
-        )
+        step(4, f"leak detected {detected_after:.1f} s after the bad requests began: "
+                f"{v.get('reason')}; +{(v.get('rate_per_hour') or 0):.0f} fds/hour"
+                + (f", EMFILE expected in about {eta:.0f} s" if eta is not None else ""))
 
         ex = explain(proc.pid, view="auto")
         s = ex.summary
         by = ", ".join(f"{k} {n}" for k, n in s.by_verdict.items())
-        on_step(f"5/7 explain: {s.actual} fds ({by}); libuv "
+        step(5, f"explain: {s.actual} fds ({by}); libuv "
                 f"{ex.runtime.libuv_version if ex.runtime else 'not found'}")
         explain_doc = ex.to_json()
 
         tr = trace_pid(proc.pid, trace_window)
         top = tr.groups[0] if tr.groups else None
-        on_step(
-            f"6/7 trace ({trace_window:.0f} s window, strace -k): {tr.created} fds created, "
-            f"{len(tr.open_at_end)} still open"
-            + (f"; the biggest group: {top.count} x {_syscall(top)} -- {top.verdict.text}"
-               if top is not None else "")
-        )
+        step(6, f"trace ({trace_window:.0f} s window, strace -k): {tr.created} fds created, "
+                f"{len(tr.open_at_end)} still open"
+                + (f"; the biggest group: {top.count} x {_syscall(top)} -- {top.verdict.text}"
+                   if top is not None else ""))
         trace_doc = tr.to_json()
 
         emfile = False
         if to_emfile:
-            # Let it run into its limit, so the log shows what its users would see.
+            # Let it run into its limit, so the log shows what its users would see;
+            # the bad client now sends nothing but bad requests.
+            load.only_bad.set()
             end = time.monotonic() + 30.0
             while time.monotonic() < end and proc.poll() is None:
                 log_file.flush()
@@ -341,9 +415,15 @@ def run_demo(
                     emfile = True
                     break
                 time.sleep(0.1)
-            # A few more samples at the limit, then quiet.
-            time.sleep(0.5)
+            time.sleep(0.5)  # a few more samples at the limit
         load.join()
+        final = next((vw.verdict for vw in watcher.views() if vw.target.pid == first_pid), None)
+
+        mitigation: list[str] = []
+        if guard:
+            _stop(proc)
+            mitigation = _guard_phase(service, tmp, lambda msg: step(7, msg))
+
         watcher.stop()
         watch_thread.join(timeout=10)
         store.close()
@@ -361,7 +441,6 @@ def run_demo(
             ],
         }
         (tmp / "repro.json").write_text(json.dumps(repro), encoding="utf-8")
-        final = watcher.views()[0].verdict if watcher.views() else None
         final_doc = dict(v)
         if final is not None and final.leak:
             final_doc.update(rate_per_hour=final.rate_per_hour, confidence=final.confidence)
@@ -370,13 +449,17 @@ def run_demo(
                 # The watcher's clock is monotonic: give the report wall time.
                 final_doc["detected_at"] = time.time() - (time.monotonic() - detected_at)
         inputs = ReportInputs(
-            pid=proc.pid,
+            # Unguarded, the service still runs: the report reads it live. Guarded,
+            # the report covers every process of the service the store recorded.
+            pid=None if guard else proc.pid,
             store=str(tmp / "fdguard.db"),
+            store_target=spec.label if guard else None,
             explain_doc=explain_doc,
             trace_doc=trace_doc,
             lab=str(tmp / "repro.json"),
             logs=(str(log_path),),
             verdict=final_doc,
+            mitigation=tuple(mitigation),
             expected=(
                 "Every request, including one asking for an unsupported format, leaves the "
                 "fd count where it was: the template file opened for the request is closed "
@@ -385,20 +468,21 @@ def run_demo(
         )
         rep = build_report(inputs)
         written = write_report(rep, Path(out_dir), github=github)
-        on_step(f"7/7 report written: {written.markdown} (and report.html"
-                + (", issue.md" if written.github else "") + ", fd-series.png/.svg)")
+        step(total, f"report written: {written.markdown} (and report.html"
+                    + (", issue.md" if written.github else "") + ", fd-series.png/.svg)")
         return DemoResult(
             written=written,
-            pid=proc.pid,
+            pid=first_pid,
             detected_after_s=detected_after,
             eta_seconds=eta,
             emfile_seen=emfile,
             elapsed_s=time.monotonic() - t_start,
             libuv_version=rep.runtime.libuv_version if rep.runtime else None,
+            mitigation=tuple(mitigation),
         )
     finally:
-        if load is not None:
-            load.join()
+        for ld in loads:
+            ld.join()
         if watcher is not None:
             watcher.stop()
         if watch_thread is not None:
@@ -412,6 +496,60 @@ def run_demo(
             log_file.close()
         shutil.rmtree(tmp, ignore_errors=True)
         on_step(f"cleaned up: service stopped, {tmp} removed")
+
+
+def _guard_phase(service: Path, tmp: Path, say: Callable[[str], None]) -> list[str]:
+    """Run the service under `fdguard guard` with the same leaking traffic until it was
+    restarted GUARD_RESTARTS times (bounded by GUARD_SECONDS); return what happened."""
+    listeners = [bind(ListenSpec("http", "tcp", "127.0.0.1", 0))]
+    port = int(listeners[0].address.rsplit(":", 1)[1])
+    prog = ProgramSpec(
+        name="demo-service",
+        argv=(_node(), str(service)),
+        listen=(listeners[0].spec,),
+        readiness=Readiness.ACCEPTING,
+        grace=5.0,
+        nofile=SOFT_LIMIT,
+        triggers=Triggers(max_fd_share=GUARD_SHARE),
+        cwd=str(tmp),
+    )
+    say(f"guard: running it under fdguard guard on http://127.0.0.1:{port}, restarted "
+        f"gracefully when its fds reach {GUARD_SHARE:.0%} of the limit, same traffic")
+    load = _Load(port)
+    load.leaking.set()
+    restarts: list[str] = []
+    sup: Supervisor
+
+    def on_event(ev: GuardEvent) -> None:
+        if ev.kind == "up" and not load.started:
+            load.start()
+        elif ev.kind == "restart":
+            restarts.append(f"pid {ev.old_pid} -> {ev.pid}: {ev.reason}")
+        elif ev.kind == "restarted" and len(restarts) >= GUARD_RESTARTS:
+            load.stop.set()
+            sup.request_stop()
+
+    rt = tmp / "guard"
+    rt.mkdir(mode=0o700)
+    sup = Supervisor(GuardConfig("demo", (prog,), interval=0.1), {"demo-service": listeners},
+                     runtime_dir=rt, on_event=on_event)
+    timer = threading.Timer(GUARD_SECONDS, sup.request_stop)
+    timer.start()
+    try:
+        sup.run()
+    finally:
+        timer.cancel()
+        timer.join()
+        load.join()
+        close_all(listeners)
+    lines = [f"fdguard guard restarted the service {len(restarts)} time(s) under the leaking "
+             f"traffic, each time its fds reached {GUARD_SHARE:.0%} of the soft limit: "
+             f"{load.sent} requests answered, {load.failed} failed"
+             + (f" ({load.errors[0]})" if load.errors else "") + "."]
+    lines += [f"restart {r}" for r in restarts]
+    say(f"guard: {len(restarts)} graceful restart(s), {load.sent} requests answered, "
+        f"{load.failed} failed")
+    return lines
 
 
 __all__ = ["SERVICE_JS", "DemoResult", "run_demo"]

@@ -210,6 +210,7 @@ class Report:
     checklist: tuple[ChecklistItem, ...]
     redaction: RedactionSummary
     redactor: Redactor = field(compare=False, repr=False)
+    mitigation: tuple[str, ...] = ()
 
     @property
     def missing(self) -> tuple[ChecklistItem, ...]:
@@ -234,6 +235,7 @@ class ReportInputs:
         gdb_stacks: attach gdb in batch mode for every thread's stack.
         verdict: a detector verdict in `analyze --json` shape (the demo passes
             the live one; otherwise the store's alerts carry it).
+        mitigation: what was done to contain it meanwhile (e.g. guard restarts).
     """
 
     pid: int | None = None
@@ -253,6 +255,7 @@ class ReportInputs:
     expected: str | None = None
     title: str | None = None
     verdict: dict[str, Any] | None = None
+    mitigation: tuple[str, ...] = ()
     root: str = DEFAULT_ROOT
 
 
@@ -912,6 +915,7 @@ def build_report(
         checklist=checklist,
         redaction=r.summary(),
         redactor=r,
+        mitigation=tuple(r.redact(m) for m in inputs.mitigation),
     )
 
 

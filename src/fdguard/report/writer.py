@@ -238,6 +238,9 @@ def layout(report: Report, charts: Sequence[Chart]) -> list[Block]:
             facts.append("Restarts: " + ", ".join(
                 f"pid {a} -> {c} at {_utc(x)}" for x, a, c in obs.restarts) + ".")
         b.append(Bullets(tuple(facts)))
+        if report.mitigation:
+            b.append(Para("Containment meanwhile:"))
+            b.append(Bullets(report.mitigation))
         if obs.worst_by_kind:
             b.append(Para(f"Breakdown at the worst recorded moment ({_utc(obs.worst_t or 0)}), "
                           "by kind" + (" and TCP state" if obs.worst_by_state else "") + ":"))
@@ -245,6 +248,7 @@ def layout(report: Report, charts: Sequence[Chart]) -> list[Block]:
             rows_w += [(f"tcp {st}", str(n)) for st, n in obs.worst_by_state.items()]
             b.append(Table(("kind / state", "fds"), tuple(rows_w)))
         if obs.alerts:
+            b.append(Para("Alerts recorded:"))
             b.append(Table(("time", "alert", "state", "message"),
                            tuple((_utc(a.t), a.rule, a.state, report.redactor.redact(a.message))
                                  for a in obs.alerts[:40]), name="alerts.md"))
@@ -561,7 +565,9 @@ def write_report(report: Report, out_dir: str | Path, *, github: bool = False) -
     out.mkdir(parents=True, exist_ok=True)
     charts: list[Chart] = []
     if report.observed is not None:
-        title = (f"open fds of pid {report.target.pid}" if report.target.pid else "open fds")
+        pids = report.target.pids or ((report.target.pid,) if report.target.pid else ())
+        title = "open fds" + (f" of pid{'s' if len(pids) > 1 else ''} "
+                              + ", ".join(map(str, pids)) if pids else "")
         if report.runtime is not None and report.runtime.name:
             title += f" ({report.runtime.name}, libuv {report.runtime.libuv_version or '?'})"
         charts = draw(report.observed.data, [out / "fd-series.png", out / "fd-series.svg"],
