@@ -105,3 +105,11 @@ class TraceRefused(FdguardError):
         self.pid = pid
         self.reason = reason
         super().__init__(f"cannot trace {pid if pid is not None else 'the command'}: {reason}")
+
+
+class LabUnsupported(FdguardError):
+    """The libuv under test lacks what a lab scenario needs (a symbol, a platform feature)."""
+
+
+class LabBuildError(FdguardError):
+    """A libuv source tree could not be found, configured or compiled into a shared library."""

@@ -96,6 +96,10 @@ def _register() -> None:
 
     cli.add_command(analyze_cmd.analyze_cmd)
 
+    from fdguard.cli import lab_cmd
+
+    cli.add_command(lab_cmd.lab)
+
 
 _register()
 
