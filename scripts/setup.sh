@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # (scrapes the exporter; promtool checks rules), libuv1-dev (native scenarios),
 # wrk (load), fiu-utils (libfiu fault injection), gdb (live stacks), gcc (builds
 # the small C programs on the system libuv that tests run), chromium (renders
-# the HTML bug report headless in tests).
-PKGS=(strace nodejs lsof iproute2 prometheus libuv1-dev wrk fiu-utils gdb procps gcc chromium)
+# the HTML bug report headless in tests), cmake (`fdguard lab build` builds libuv
+# releases from source).
+PKGS=(strace nodejs lsof iproute2 prometheus libuv1-dev wrk fiu-utils gdb procps gcc chromium cmake)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -23,3 +24,6 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# wheel: lets `fdguard.lab.sources` fetch uvloop sdists (for their vendored libuv) with
+# --no-build-isolation: seconds instead of minutes building a throwaway Cython env.
+python3 -m pip install -q --disable-pip-version-check wheel
