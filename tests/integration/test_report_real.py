@@ -201,8 +201,9 @@ def test_report_on_a_leaking_uvloop_service(spawn, tmp_path: Path) -> None:
     db = tmp_path / "fd.db"
     try:
         _watch_until_leak(svc.pid, db, leak_one)
-        rep = build_report(ReportInputs(pid=svc.pid, store=str(db)))
+        rep = build_report(ReportInputs(pid=svc.pid, store=str(db), gdb_stacks=True))
         out = write_report(rep, tmp_path / "report")
+        leak_one()  # gdb detached: the service still serves
     finally:
         for s in kept:
             s.close()
@@ -219,6 +220,11 @@ def test_report_on_a_leaking_uvloop_service(spawn, tmp_path: Path) -> None:
     assert rep.observed is not None
     assert rep.observed.worst_by_state.get("CLOSE-WAIT", 0) > 20
     assert rep.explain is not None
+    # Live stacks from gdb (asked for explicitly): the event loop's thread, in libuv's poll.
+    assert rep.stacks is not None
+    assert "### Live thread stacks (gdb)" in md
+    assert re.search(r"^Thread 1 ", rep.stacks, re.M)
+    assert "uv__io_poll" in rep.stacks
     # Not traced, no logs: the report says so instead of inventing them.
     missing = {c.what for c in rep.missing}
     assert "birth certificates of leaked fds (trace)" in missing

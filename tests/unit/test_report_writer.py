@@ -212,3 +212,36 @@ def test_reproducer_from_a_lab_json(tmp_path: Path,
     assert "```c\nint main(void){return 0;}\n```" in md
     assert "cc -o repro repro.c" in md
     assert "- [x] minimal reproducer" in md
+
+
+def test_stress_result_is_the_scenario_when_no_reproducer(
+    recorded: tuple[Path, Any], tmp_path: Path
+) -> None:
+    from fdguard.faults.syscall import SyscallFault
+    from fdguard.stress import BASELINE, ConfigResult, FaultConfig, RoundSample, StressResult
+
+    def rounds(counts: list[int]) -> tuple[RoundSample, ...]:
+        return tuple(RoundSample(i, i < 2, c, 50, 0) for i, c in enumerate(counts))
+
+    fault = FaultConfig("refused", syscall=(SyscallFault("connect", error="ECONNREFUSED"),))
+    result = StressResult("upstream-errors", (
+        ConfigResult(BASELINE, False, "flat", (0, 0, 0), rounds([20, 20, 20, 20, 20]), {}, {},
+                     ()),
+        ConfigResult(fault, True, "grew every round", (50, 50, 50), rounds([20, 70, 120, 170,
+                                                                              220]),
+                     {"tcp": 50.0}, {"CLOSE": 50.0}, (),
+                     error="Error: connect ECONNREFUSED 10.1.1.1:5432"),
+    ))
+    db, _ = recorded
+    rep = build_report(ReportInputs(store=str(db), store_target="svc",
+                                    stress_doc=result.to_json()))
+    md = write_report(rep, tmp_path / "out").markdown.read_text()
+    assert "Stress scenario `upstream-errors`" in md
+    assert "leaks under refused." in md
+    assert "| refused | " in md
+    assert "LEAK: grew every round" in md
+    assert "tcp +50" in md
+    # The stress run's error is an error log, redacted.
+    assert "connect ECONNREFUSED <ipv4-1>:5432" in md
+    assert "- [ ] minimal reproducer" in md
+    assert "- [x] a scenario that triggers it" in md
