@@ -41,13 +41,14 @@ from fdguard.detect import LeakDetector
 METHODS = ("fdguard", "static80", "predlin")
 
 
-def fdguard_alarm(tr: traces.Trace) -> float | None:
+def fdguard_alarm(tr: traces.Trace) -> tuple[float | None, float | None]:
+    """The detection time and the ETA the detector gave at that moment."""
     det = LeakDetector(limit=tr.limit)
     for t, c in zip(tr.times, tr.counts, strict=True):
         v = det.update(t, c)
         if v.detected_at is not None:
-            return v.detected_at
-    return None
+            return v.detected_at, v.eta_seconds
+    return None, None
 
 
 def static_alarm(tr: traces.Trace, share: float = 0.8) -> float | None:
@@ -99,18 +100,20 @@ class Outcome:
     onset: float | None
     emfile: float | None  # when the count reached the soft limit (leaking traces)
     alarms: dict[str, float | None]
+    eta: float | None  # fdguard's ETA at its detection
 
 
 def judge(job: tuple[str, int]) -> Outcome:
     cls, seed = job
     tr = traces.make(cls, seed)
+    at, eta = fdguard_alarm(tr)
     alarms = {
-        "fdguard": fdguard_alarm(tr),
+        "fdguard": at,
         "static80": static_alarm(tr),
         "predlin": predict_linear_alarm(tr),
     }
     emfile = tr.times[-1] if tr.counts[-1] >= tr.limit else None
-    return Outcome(cls, seed, tr.leaking, tr.onset, emfile, alarms)
+    return Outcome(cls, seed, tr.leaking, tr.onset, emfile, alarms, eta)
 
 
 def _hours(x: float) -> str:
@@ -164,6 +167,27 @@ def report(outcomes: list[Outcome], classes: list[str]) -> str:
                 f"{det / len(rows):.0%} e{early} d={_hours(med)} lead={_hours(lead)}".rjust(30)
             )
         lines.append(f"{cls:<12} {len(rows):>4} " + " ".join(cells))
+    lines.append("")
+    lines.append(
+        "fdguard's ETA at detection vs the real time left to EMFILE: median |error| "
+        "(share within 25%, within 50%)"
+    )
+    for cls in classes:
+        errs = []
+        for o in outcomes:
+            a = o.alarms["fdguard"]
+            if o.cls != cls or not o.leaking or a is None or o.emfile is None or o.eta is None:
+                continue
+            assert o.onset is not None
+            if a >= o.onset and o.emfile > a:
+                errs.append(abs(o.eta - (o.emfile - a)) / (o.emfile - a))
+        if errs:
+            within25 = sum(e <= 0.25 for e in errs) / len(errs)
+            within50 = sum(e <= 0.5 for e in errs) / len(errs)
+            lines.append(
+                f"{cls:<12} {len(errs):>4}  {statistics.median(errs):.0%}  "
+                f"({within25:.0%}, {within50:.0%})"
+            )
     return "\n".join(lines)
 
 

@@ -317,7 +317,9 @@ class LeakDetector:
         if t - self._rate_at >= c.floor_seconds and history >= 2 * c.floor_seconds:
             self._rate = self._estimate_rate(t)
             self._rate_at = t
-        level = max(self._bmaxs[bisect_right(bt, t - c.floor_seconds) :])
+        # The highest count of the last period: EMFILE comes when a peak (the daily
+        # high, a burst) meets the limit, not the floor.
+        level = max(self._bmaxs[bisect_right(bt, t - c.period_seconds) :])
         current = fl[-1]
 
         if history < c.period_seconds:
@@ -374,6 +376,8 @@ class LeakDetector:
         if self._detected_at is None and self._streak >= c.persist:
             self._detected_at = now
             self._reference = reference
+            self._rate = self._estimate_rate(t)  # fresh, for the ETA announced now
+            self._rate_at = t
         if self._detected_at is not None:
             why = (
                 f"floor rose from {self._reference:g} to {current:g} fds and never came back"
@@ -441,13 +445,44 @@ class LeakDetector:
         return _mad_sigma(diffs) / math.sqrt(6)
 
     def _estimate_rate(self, t: float) -> _Rate | None:
-        """Theil-Sen slope of the floor over the last half period, with a t-statistic."""
+        """Growth rate of the level (per second) with a t-statistic.
+
+        With a period of history, from the day-over-day changes d[i] = f[i] - f[i-P]
+        over the last half period, in which a daily cycle cancels: the larger of
+        median(d) / P (a leak older than a period) and the Theil-Sen slope of d (a
+        leak younger than a period, whose d still grows at the leak's rate). Taking
+        the larger errs towards a shorter ETA. Before that: the Theil-Sen slope of
+        the level itself over the last half period.
+        """
         c = self.config
         bt, fl = self._bt, self._level
         lo = bisect_left(bt, t - c.period_seconds / 2)
-        n = len(bt) - lo
-        if n < 3:
+        p = round(c.period_seconds / c.bucket_seconds)
+        seasonal = max(lo, p)
+        n = len(bt) - seasonal
+        if n >= 3:
+            step = max(1, n // (c.rate_points - 1))
+            idx = list(range(len(bt) - 1, seasonal - 1, -step))[::-1]
+            xs = [bt[i] - t for i in idx]
+            ds = [fl[i] - fl[i - p] for i in idx]
+            span = [bt[i] - bt[i - p] for i in idx]
+            try:
+                slope_d, _ = theil_sen(xs, ds)
+                # A leak younger than half a period: d is flat, then rises; the
+                # slope of its recent half is the leak's.
+                half = len(xs) // 2
+                if len(xs) - half >= 3:
+                    slope_d = max(slope_d, theil_sen(xs[half:], ds[half:])[0])
+            except ValueError:
+                return None
+            per_s = _median([d / s for d, s in zip(ds, span, strict=True) if s > 0] or [0.0])
+            slope = max(per_s, slope_d)
+            noise = max(self._sigma * math.sqrt(2), 0.5)
+            return _Rate(slope, _median(ds) / noise)
+        lo = min(lo, len(bt) - 3)
+        if lo < 0:
             return None
+        n = len(bt) - lo
         step = max(1, n // (c.rate_points - 1))
         idx = list(range(len(bt) - 1, lo - 1, -step))[::-1]
         xs = [bt[i] - t for i in idx]
