@@ -317,8 +317,13 @@ class Supervisor:
         self._sigq.put_nowait(sig)
 
     def _tick(self) -> None:
+        # Dispatch the signals queued so far; one enqueued while dispatching (a
+        # callback calling request_stop) waits for the next tick, so no loop.
+        pending = []
         while not self._sigq.empty():
-            self._dispatch(self._sigq.get_nowait())
+            pending.append(self._sigq.get_nowait())
+        for sig in pending:
+            self._dispatch(sig)
         self._reap()
         self._read_notify()
         self._serve_control()
