@@ -72,16 +72,18 @@ def test_stress_flags_exactly_the_leaking_fault_and_is_stable(
             # A loaded machine may time out a request or two (2 s each).
             assert served == 0 if cut else served >= 18, (r.config.name, r.rounds)
         assert [e.kind for e in events].count("done") == 5
-        assert set(result.leaking) == expected
+        summary = [(r.config.name, r.deltas, [x.count for x in r.rounds], r.reason)
+                   for r in result.results]
+        assert set(result.leaking) == expected, summary
         verdicts.append({r.config.name: r.leak for r in result.results})
         by_name = {r.config.name: r for r in result.results}
         # The fault proxy really injected: every client-reset connection was reset.
         reset = by_name["client-reset"].proxy
         assert reset is not None
-        assert reset.resets == reset.accepted == 20
+        assert reset.resets == reset.accepted == 20, reset
         if runtime == "node" and leaky:
             leak = by_name["connect-refused"]
-            assert about(leak.deltas, 5)
+            assert about(leak.deltas, 5), summary
             assert max(leak.growth_by_state, key=leak.growth_by_state.__getitem__) == (
                 "tcp:CLOSE-WAIT"
             )
@@ -91,8 +93,8 @@ def test_stress_flags_exactly_the_leaking_fault_and_is_stable(
                        for f in leak.leaked)
         if runtime == "uvloop" and leaky:
             leak = by_name["client-reset"]
-            assert about(leak.deltas, 5)
-            assert abs(leak.growth_by_kind["file"] - 5) <= 0.7
+            assert about(leak.deltas, 5), summary
+            assert abs(leak.growth_by_kind["file"] - 5) <= 0.7, leak.growth_by_kind
             assert all(f.kind is FdKind.FILE and "fdguard-spool" in (f.target or "")
                        for f in leak.leaked)
-    assert verdicts[0] == verdicts[1]
+    assert verdicts[0] == verdicts[1], verdicts
