@@ -45,6 +45,7 @@ from fdguard.runtimes.detect import RuntimeInfo, detect, runtime_json
 from fdguard.runtimes.handles import OWNER_FS, OWNER_INTERNAL, Handle, HandleView
 from fdguard.runtimes.loops import LoopMap, find_loops
 from fdguard.runtimes.node_report import node_settings, request_report
+from fdguard.runtimes.published import Published, read_published
 
 
 class Verdict(enum.StrEnum):
@@ -125,6 +126,7 @@ class Explanation:
     fds: tuple[FdVerdict, ...]
     summary: Summary
     notes: tuple[str, ...] = ()
+    published: Published | None = None
 
     def to_json(self) -> dict[str, Any]:
         snap = self.snapshot
@@ -139,6 +141,7 @@ class Explanation:
             "handle_view": self.view.to_json() if self.view is not None else None,
             "fds": [v.to_json() for v in self.fds],
             "summary": self.summary.to_json(),
+            "published": self.published.to_json() if self.published is not None else None,
             "notes": list(self.notes),
         }
 
@@ -437,7 +440,13 @@ def explain(
         if runtime is not None and handle_view.versions:
             extra = {k: v for k, v in handle_view.versions.items() if k != "uv"}
             runtime = dataclasses.replace(runtime, versions={**extra, **runtime.versions})
-    return Explanation(snap, runtime, loops, handle_view, fds, summary, tuple(notes))
+    published = read_published(pid, root=root)
+    if published is not None and published.expected_fds is not None:
+        gap = summary.actual - published.expected_fds
+        notes.append(f"the application publishes {published.expected_fds} expected fds; "
+                     f"actual {summary.actual} ({gap:+d})")
+    return Explanation(snap, runtime, loops, handle_view, fds, summary, tuple(notes),
+                       published)
 
 
 __all__ = [

@@ -151,6 +151,26 @@ def test_node_fd_lost_by_native_code_is_unowned(
     assert "O_CLOEXEC" in leaked.evidence
 
 
+def test_node_inotify_and_io_uring_rings_are_loop_internal(
+    spawn: Callable[..., Child], node: str, tmp_path: Path
+) -> None:
+    env = dict(os.environ, UV_USE_IO_URING="1")
+    child = spawn([node, "--report-on-signal", NODE_SERVER, "watch", str(tmp_path)],
+                  env=env, cwd=str(tmp_path))
+    truth = json.loads(child.ready)
+    ex = explain(child.pid)
+    kinds = {f.fd.fd: f.fd.kind.value for f in ex.fds}
+    v = verdicts(ex)
+    rings = [fd for fd, k in kinds.items() if k == "io_uring"]
+    inotify = [fd for fd, k in kinds.items() if k == "inotify"]
+    assert rings, "libuv 1.46 with UV_USE_IO_URING=1 opens io_uring rings per loop"
+    assert len(inotify) == 1
+    assert all(v[fd] is Verdict.LOOP_INTERNAL for fd in rings + inotify)
+    main = next(lp for lp in ex.loops.loops if truth["listen_fd"] in lp.watched)
+    assert inotify[0] in main.internal_fds
+    assert ex.summary.unexplained == 0
+
+
 def test_node_under_fdguard_run_agent(
     spawn: Callable[..., Child], node: str, native: dict[str, Path],
     agent_env: dict[str, str]
@@ -204,7 +224,8 @@ def test_uvloop_unclosed_files_are_fs(spawn: Callable[..., Child],
     ex = explain(child.pid)
     v = verdicts(ex)
     assert [v[fd] for fd in truth["files"]] == [Verdict.FS] * 3
-    assert ex.summary.unexplained == 0
+    assert ex.summary.unexplained == 0, [
+        x.to_json() for x in ex.fds if x.verdict is Verdict.UNOWNED]
 
 
 def test_uvloop_detached_socket_is_unowned(spawn: Callable[..., Child],
@@ -217,6 +238,20 @@ def test_uvloop_detached_socket_is_unowned(spawn: Callable[..., Child],
     assert ex.summary.unexplained == 1
     loop = next(lp for lp in ex.loops.loops if lp.epoll_fd == truth["epoll_fd"])
     assert truth["listen_fd"] in loop.watched
+
+
+def test_uvloop_published_expected_count(spawn: Callable[..., Child],
+                                         agent_env: dict[str, str]) -> None:
+    child = _uvloop(spawn, agent_env, "publish", "7")
+    json.loads(child.ready)
+    path = Path(agent_env["FDGUARD_AGENT_DIR"]) / f"{child.pid}.expected.json"
+    assert path.stat().st_mode & 0o077 == 0
+    ex = explain(child.pid, view="none")
+    assert ex.published is not None
+    assert ex.published.expected_fds == 7
+    assert ex.published.resources == {"db_connections": 2}
+    assert any("publishes 7 expected fds" in n for n in ex.notes)
+    assert ex.to_json()["published"]["expected_fds"] == 7
 
 
 # -- C on the system libuv -----------------------------------------------------

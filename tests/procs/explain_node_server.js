@@ -6,6 +6,9 @@
 //   node explain_node_server.js unowned ADDON a native addon opens a socket outside any
 //                                             handle and forgets it
 //   node explain_node_server.js sockets N     N/2 loopback connections to itself (N fds)
+//   node explain_node_server.js watch DIR     fs.watch(DIR) and one fs.readFile: libuv's
+//                                             inotify instance (and io_uring rings when
+//                                             UV_USE_IO_URING=1)
 //
 // The first stdout line is {"port", "listen_fd", ...ground truth}; closewait prints a
 // second line {"closewait": [fds]} once every peer has hung up. stdin keeps it alive.
@@ -44,6 +47,9 @@ srv.listen(0, '127.0.0.1', () => {
   } else if (mode === 'unowned') {
     truth.leaked = require(arg).leakSocket();
     out(truth);
+  } else if (mode === 'watch') {
+    truth.watcher = fs.watch(arg, () => {}) && true;
+    fs.readFile(__filename, () => out(truth));
   } else if (mode === 'sockets') {
     const pairs = Math.floor(Number(arg) / 2);
     let up = 0;

@@ -4,6 +4,7 @@
                                         peer hung up (CLOSE-WAIT)
     explain_uvloop_app.py files N       opens N files and never closes them
     explain_uvloop_app.py unowned       loses a socket fd outside any object (detach())
+    explain_uvloop_app.py publish N     publishes its own expected fd count N
 
 The first stdout line is {"port", "pid", ...ground truth}; closewait prints a second
 line {"closewait": [fds]} once every peer hung up. It runs until stdin closes.
@@ -56,6 +57,10 @@ async def main(mode: str, n: int) -> None:
         truth["files"] = [f.fileno() for f in files]
     elif mode == "unowned":
         truth["leaked"] = socket.socket().detach()  # an fd no object owns any more
+    elif mode == "publish":
+        import fdguard.agent
+
+        fdguard.agent.publish("db_connections", 2, expected_fds=n)
     out(truth)
     await loop.run_in_executor(None, sys.stdin.read)
 

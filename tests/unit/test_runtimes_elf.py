@@ -106,3 +106,14 @@ def test_parse_report_settings(argv: list[str], node_options: str, on: bool, sig
                                directory: str | None, filename: str | None) -> None:
     s = parse_report_settings(argv, node_options)
     assert (s.on_signal, s.signal, s.directory, s.filename) == (on, sig, directory, filename)
+
+
+def test_parse_published_counts() -> None:
+    from fdguard.runtimes.published import parse_published
+
+    p = parse_published(b'{"expected_fds": 3, "resources": {"db": 2, "x": "no"}}', "/p")
+    assert p is not None
+    assert (p.expected_fds, p.resources) == (3, {"db": 2})
+    assert parse_published(b'{"expected_fds": -1}', "/p") is None
+    assert parse_published(b"[1]", "/p") is None
+    assert parse_published(b"not json", "/p") is None

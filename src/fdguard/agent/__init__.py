@@ -47,9 +47,37 @@ def socket_dir() -> str:
     return os.environ.get("FDGUARD_AGENT_DIR") or f"/tmp/fdguard-{os.getuid()}"
 
 
-def publish(name: str, count: int) -> None:
-    """Publish the application's own count of an open resource (e.g. "db_connections")."""
+def publish(name: str, count: int, *, expected_fds: int | None = None) -> None:
+    """Publish the application's own count of an open resource (e.g. "db_connections").
+
+    The counts go out with the agent's answers and, for tools without the agent,
+    to the documented file $FDGUARD_AGENT_DIR/PID.expected.json (see
+    fdguard.runtimes.published), replaced atomically.
+    """
     _published[name] = int(count)
+    if expected_fds is not None:
+        _state["expected_fds"] = int(expected_fds)
+    directory = socket_dir()
+    path = os.path.join(directory, f"{os.getpid()}.expected.json")
+    tmp = f"{path}.{threading.get_ident()}.tmp"
+    doc = {"expected_fds": _state.get("expected_fds"), "resources": dict(_published)}
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except OSError:
+        return
+    if "published_cleanup" not in _state:
+        _state["published_cleanup"] = True
+        atexit.register(_unlink_if_mine, path, os.getpid())
+
+
+def _unlink_if_mine(path: str, pid: int) -> None:
+    if os.getpid() == pid:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _sock_detail(s: socket.socket) -> str:

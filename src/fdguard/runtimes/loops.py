@@ -74,11 +74,9 @@ class Loop:
     epoll_fd: int
     internal: tuple[InternalFd, ...]
     watched: tuple[int, ...]
-
-    @property
-    def polled(self) -> bool:
-        """False for a loop whose interest list is empty (initialised, never run)."""
-        return bool(self.watched)
+    # False for a loop initialised but never run: only what libuv registers at
+    # once (an SQPOLL ring) is in its interest list.
+    polled: bool = True
 
     @property
     def internal_fds(self) -> tuple[int, ...]:
@@ -217,13 +215,20 @@ def find_loops(snap: Snapshot, flags: Mapping[int, int] | None = None) -> LoopMa
                     take(ends[1], ROLE_SIGNAL_WRITE, e, why, False)
                     break
 
-        # io_uring rings: an SQPOLL ring is polled; the ctl ring follows the epoll fd.
+        # io_uring rings: the SQPOLL ring (fs ops) is added to the epoll set at once;
+        # the ctl ring (epoll_ctl batching) is never polled. uv__platform_loop_init
+        # creates both right after the epoll fd; a ring nobody polls belongs to the
+        # nearest loop before it (a gap can sit between: an fd closed meanwhile).
+        rings: set[int] = set()
         for t in watched:
             if by_number.get(t) and by_number[t].kind is FdKind.IO_URING:
+                rings.add(t)
                 take(t, ROLE_RING, e, "io_uring ring in this loop's interest list (SQPOLL)", True)
-        if e + 1 in by_number and by_number[e + 1].kind is FdKind.IO_URING and e + 1 not in taken:
-            take(e + 1, ROLE_RING, e,
-                 "io_uring ring created right after this loop's epoll (epoll_ctl batching)", False)
+        for f in in_window:
+            if f.kind is FdKind.IO_URING and f.fd not in taken and f.fd not in watched_by:
+                take(f.fd, ROLE_RING, e, "io_uring ring created after this loop's epoll "
+                     "(uv__platform_loop_init; the epoll_ctl batching ring is never polled)",
+                     False)
 
         for t in watched:
             if by_number.get(t) and by_number[t].kind is FdKind.INOTIFY:
@@ -237,7 +242,8 @@ def find_loops(snap: Snapshot, flags: Mapping[int, int] | None = None) -> LoopMa
                 break
 
         internal = tuple(sorted((i for i in taken.values() if i.loop == e), key=lambda i: i.fd))
-        loops.append(Loop(epoll_fd=e, internal=internal, watched=watched))
+        loops.append(Loop(epoll_fd=e, internal=internal, watched=watched,
+                          polled=any(t not in rings for t in watched)))
 
     return LoopMap(
         loops=tuple(loops),
