@@ -26,6 +26,7 @@ from fdguard.errors import ExitStatus, FdguardError, NoSuchProcess, UsageError
 from fdguard.inspect import count
 from fdguard.model import Limits, ProcessRef
 from fdguard.procfs.process import DEFAULT_ROOT, ProcessDir
+from fdguard.store import Store
 
 
 class LimitRefused(FdguardError):
@@ -77,6 +78,7 @@ class LimitChange:
     before: Limits
     after: Limits
     count: int
+    command: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -202,8 +204,9 @@ def raise_limit(
                     "(needs CAP_SYS_RESOURCE) or raise to 'hard'"
                 )
             new_hard = target
+        command = proc.read_cmdline()
         if target == soft and new_hard == hard:
-            return LimitChange(process=ref, before=before, after=before, count=n)
+            return LimitChange(ref, before, before, n, command)
         proc.check_alive()
         _prlimit(pid, (_rlim(target), _rlim(new_hard)))
         after = _prlimit(pid)
@@ -211,4 +214,10 @@ def raise_limit(
             proc.check_alive()
         except NoSuchProcess as err:
             raise NoSuchProcess(pid, "exited or was replaced while its limit was raised") from err
-        return LimitChange(process=ref, before=before, after=after, count=n)
+        return LimitChange(ref, before, after, n, command)
+
+
+def record_change(store: Store, change: LimitChange, t: float) -> None:
+    """Record a limit change as a `limit_change` event of its target in the store."""
+    tid = store.target_id(change.process, change.command, t)
+    store.add_event(tid, t, "limit_change", change.to_json())

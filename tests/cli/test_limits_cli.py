@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from click.testing import CliRunner
 
 from fdguard.cli.main import cli
+from fdguard.store import Store
 
 _CHILD = "import sys; print('ready', flush=True); sys.stdin.read()"
 
@@ -30,21 +32,33 @@ def test_limits_shows_soft_hard_and_usage(spawn: Callable[..., object]) -> None:
     assert doc["pid"] == pid
 
 
-def test_limits_raise_prints_what_it_did_and_warns(spawn: Callable[..., object]) -> None:
+def test_limits_raise_prints_what_it_did_warns_and_records(
+    spawn: Callable[..., object], tmp_path: Path
+) -> None:
     pid = _child(spawn, 200)
-    res = CliRunner().invoke(cli, ["limits", "raise", str(pid), "--to", "1000"])
+    db = tmp_path / "fd.db"
+    res = CliRunner().invoke(cli, ["limits", "raise", str(pid), "--to", "1000", "--store",
+                                   str(db)])
     assert res.exit_code == 0, res.output
     assert f"pid {pid}: RLIMIT_NOFILE soft 200 -> 1000, hard 4000 -> 4000" in res.stdout
     assert "only buys time" in res.stderr
     with open(f"/proc/{pid}/limits") as f:
         line = next(ln for ln in f if ln.startswith("Max open files"))
     assert line.split()[3:5] == ["1000", "4000"]
+    with Store(db) as store:
+        (ev,) = store.events()
+        (target,) = store.targets()
+    assert ev.type == "limit_change"
+    assert ev.data["before"] == {"soft": 200, "hard": 4000}
+    assert ev.data["after"] == {"soft": 1000, "hard": 4000}
+    assert target.ref.pid == pid
 
 
 def test_limits_raise_with_observe_gives_an_eta_and_json(spawn: Callable[..., object]) -> None:
     pid = _child(spawn, 200)
     res = CliRunner().invoke(
-        cli, ["limits", "raise", str(pid), "--to", "hard", "--observe", "0.2", "--json"]
+        cli, ["limits", "raise", str(pid), "--to", "hard", "--observe", "0.2", "--json",
+              "--no-store"]
     )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)

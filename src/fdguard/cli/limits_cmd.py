@@ -10,7 +10,8 @@ import click
 from fdguard.cli.render import echo_json
 from fdguard.errors import UsageError
 from fdguard.inspect import count
-from fdguard.limits import LimitChange, LimitsReport, raise_limit, read_limits
+from fdguard.limits import LimitChange, LimitsReport, raise_limit, read_limits, record_change
+from fdguard.store import Store, default_path
 
 
 def _lim(v: int | None) -> str:
@@ -98,8 +99,12 @@ def show(pid: int, as_json: bool) -> None:
     show_default=True,
     help="Seconds to watch the fd count first, to say how much time the raise buys.",
 )
+@click.option("--store", "store_path", type=click.Path(dir_okay=False),
+              help="Record the change in this store (default: the per-user store).")
+@click.option("--no-store", is_flag=True, help="Record nothing on disk.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def raise_cmd(pid: int, to: str, allow_hard: bool, observe: float, as_json: bool) -> None:
+def raise_cmd(pid: int, to: str, allow_hard: bool, observe: float, store_path: str | None,
+              no_store: bool, as_json: bool) -> None:
     """Raise the soft fd limit of the running process PID (this changes PID).
 
     Raising the limit only buys time: a leak still reaches the new limit.
@@ -116,6 +121,9 @@ def raise_cmd(pid: int, to: str, allow_hard: bool, observe: float, as_json: bool
     if observe > 0:
         rate = _observe_rate(pid, observe, count(pid))
     change = raise_limit(pid, target, allow_hard=allow_hard)
+    if change.changed and not no_store:
+        with Store(store_path or default_path()) as store:
+            record_change(store, change, time.time())
     if as_json:
         doc = change.to_json()
         doc["rate_per_hour"] = rate
