@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,24 @@ def test_a_bad_saved_document_is_a_usage_error(db: Path, tmp_path: Path) -> None
                                    "--explain", str(bad), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert "is not a JSON object" in res.output
+
+
+def test_report_on_a_live_process_without_a_store(spawn, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "no-store-here"))
+    child = spawn([sys.executable, "-c",
+                   "import sys, time; print('ready', flush=True); sys.stdin.read()"])
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["report", str(child.pid), "--trace-for", "500ms",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    md = (out / "report.md").read_text()
+    # Live facts are there; what only a recording gives is listed as missing.
+    assert f"Target: pid {child.pid} (running)" in md
+    assert re.search(r"\| RLIMIT_NOFILE of the target \| soft \d+, hard \d+ "
+                     r"\(read from the live process\) \|", md)
+    assert "still missing: libuv version and runtime" in res.output
+    assert "fd series (monitoring data)" in res.output
+    # A window was traced: the section is there (nothing leaked in it).
+    assert "`fdguard trace` (attach, " in md
+    assert not (out / "fd-series.png").exists()
