@@ -34,10 +34,11 @@ def _argv(runtime: str, node: str | None, leaky: bool) -> list[str]:
 
 
 def about(deltas: tuple[int, ...] | list[int], per_round: int) -> bool:
-    """Each round grew by `per_round`, give or take one close the service had not
-    made yet when the count settled (a loaded machine can starve it that long)."""
+    """Every round grew, by `per_round` over the run give or take two: a loaded
+    machine can starve the service past the settle time, moving a close or a
+    leak from one round to the next, but not making fds appear or vanish."""
     total = per_round * len(deltas)
-    return all(abs(d - per_round) <= 1 for d in deltas) and abs(sum(deltas) - total) <= 2
+    return all(d >= 1 for d in deltas) and abs(sum(deltas) - total) <= 2
 
 
 CASES = [
