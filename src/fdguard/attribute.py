@@ -44,6 +44,7 @@ from fdguard.runtimes.agent_client import AgentUnavailable, has_agent_socket, qu
 from fdguard.runtimes.detect import RuntimeInfo, detect, runtime_json
 from fdguard.runtimes.handles import OWNER_FS, OWNER_INTERNAL, Handle, HandleView
 from fdguard.runtimes.loops import LoopMap, find_loops
+from fdguard.runtimes.node_inspector import InspectorError, inspector_report
 from fdguard.runtimes.node_report import node_settings, request_report
 from fdguard.runtimes.published import Published, read_published
 
@@ -287,13 +288,21 @@ VIEW_AUTO = "auto"
 VIEW_NONE = "none"
 VIEW_REPORT = "report"
 VIEW_AGENT = "agent"
-VIEW_MODES = (VIEW_AUTO, VIEW_NONE, VIEW_REPORT, VIEW_AGENT)
+VIEW_INSPECTOR = "inspector"
+VIEW_MODES = (VIEW_AUTO, VIEW_NONE, VIEW_REPORT, VIEW_AGENT, VIEW_INSPECTOR)
 
 
 def _get_view(pid: int, runtime: RuntimeInfo | None, mode: str, root: str,
               timeout: float, notes: list[str]) -> HandleView | None:
     if mode == VIEW_NONE:
         return None
+    if mode == VIEW_INSPECTOR:
+        if runtime is None or runtime.name != "node":
+            raise AgentUnavailable("--view inspector needs a Node.js process")
+        try:
+            return inspector_report(pid, root=root, timeout=timeout)
+        except (InspectorError, OSError) as err:
+            raise AgentUnavailable(f"no report through the inspector: {err}") from err
     if mode in (VIEW_AUTO, VIEW_AGENT) and (mode == VIEW_AGENT or has_agent_socket(pid, root=root)):
         try:
             return query_agent(pid, root=root, timeout=timeout)
@@ -388,7 +397,10 @@ def explain(
         pid: the process.
         view: where the handle view comes from: "auto" (an fdguard agent if one
             answers, else Node's report when the process was started with
-            --report-on-signal), "agent", "report", or "none" (heuristics only).
+            --report-on-signal), "agent", "report", "none" (heuristics only), or
+            "inspector": open the Node inspector with SIGUSR1, take a report
+            through it and close it again (changes the target for a moment:
+            callers must have the user's explicit consent).
         timeout: how long to wait for a report or an agent.
 
     Side effects: with a Node process started with --report-on-signal (and view

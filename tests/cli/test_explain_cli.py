@@ -81,3 +81,14 @@ def test_explain_view_report_refused_without_report_on_signal(
 def test_explain_no_such_process() -> None:
     res = CliRunner().invoke(cli, ["explain", "999999999"])
     assert res.exit_code == 3
+
+
+def test_explain_inspector_needs_explicit_flag(spawn: Callable[..., Child], node: str) -> None:
+    child = spawn([node, "--inspect-port=0", str(PROCS / "explain_node_server.js"), "plain"])
+    res = CliRunner().invoke(cli, ["explain", str(child.pid), "--view", "inspector"])
+    assert res.exit_code == 2
+    assert "--open-inspector" in res.output
+    # Nothing was sent: node never announced a debugger on its stderr.
+    child.proc.stdin.close()  # type: ignore[union-attr]
+    child.proc.wait(timeout=10)
+    assert b"Debugger listening" not in child.proc.stderr.read()  # type: ignore[union-attr]

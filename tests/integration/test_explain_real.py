@@ -14,6 +14,7 @@ from types import ModuleType
 
 import pytest
 
+import fdguard
 from fdguard.attribute import Explanation, Verdict, explain
 from fdguard.model import TcpState
 from tests.conftest import PROCS, Child, wait_line
@@ -188,6 +189,26 @@ def test_node_under_fdguard_run_agent(
     assert v[truth["leaked"]] is Verdict.UNOWNED
     assert v[truth["listen_fd"]] is Verdict.HANDLE
     assert ex.summary.unexplained == 1
+
+
+def test_node_inspector_view_opens_and_closes_again(
+    spawn: Callable[..., Child], node: str, native: dict[str, Path]
+) -> None:
+    # --inspect-port=0: SIGUSR1 opens the inspector on a free port, so parallel
+    # test runs never fight over 9229.
+    child = spawn([node, "--inspect-port=0", NODE_SERVER, "unowned", str(native["addon"])])
+    truth = json.loads(child.ready)
+    before = {(f.fd, f.target) for f in fdguard.snapshot(child.pid).fds}
+    ex = explain(child.pid, view="inspector")
+    assert ex.view is not None
+    assert ex.view.source == "node-inspector"
+    v = verdicts(ex)
+    assert v[truth["leaked"]] is Verdict.UNOWNED
+    assert v[truth["listen_fd"]] is Verdict.HANDLE
+    after = fdguard.snapshot(child.pid)
+    # Closed again: no listening socket and no fd more than before.
+    assert {(f.fd, f.target) for f in after.fds} == before
+    assert [f for f in after.fds if f.state is TcpState.LISTEN and f.fd != truth["listen_fd"]] == []
 
 
 # -- uvloop --------------------------------------------------------------------

@@ -100,13 +100,17 @@ def render_human(ex: Explanation, show_all: bool) -> None:
               help="Where the handle view comes from. auto: an fdguard agent if one answers, "
                    "else Node's diagnostic report when node was started with "
                    "--report-on-signal (fdguard sends the report signal and removes the "
-                   "report file). none: heuristics only, nothing is sent to the process.")
+                   "report file). none: heuristics only, nothing is sent to the process. "
+                   "inspector: through the Node inspector (needs --open-inspector).")
+@click.option("--open-inspector", is_flag=True,
+              help="Allow --view inspector: send SIGUSR1 so node opens its inspector on "
+                   "127.0.0.1, take a diagnostic report through it, close it again.")
 @click.option("--all", "show_all", is_flag=True, help="List every fd instead of grouping.")
 @click.option("--timeout", type=float, default=10.0, show_default=True,
               help="Seconds to wait for a report or an agent.")
 @click.option("--proc-root", default="/proc", show_default=True, hidden=True)
-def explain_cmd(pid: int, as_json: bool, view: str, show_all: bool, timeout: float,
-                proc_root: str) -> None:
+def explain_cmd(pid: int, as_json: bool, view: str, open_inspector: bool, show_all: bool,
+                timeout: float, proc_root: str) -> None:
     """Explain every fd of PID: libuv's own, held by a handle, a file, or unowned.
 
     Compares what libuv and the application say they hold (Node's diagnostic
@@ -115,6 +119,9 @@ def explain_cmd(pid: int, as_json: bool, view: str, show_all: bool, timeout: flo
     """
     if pid <= 0:
         raise UsageError(f"PID must be a positive number, not {pid}")
+    if view == "inspector" and not open_inspector:
+        raise UsageError("--view inspector opens the target's Node inspector for a moment "
+                         "(SIGUSR1); add --open-inspector to allow it")
     ex = explain(pid, view=view, root=proc_root, timeout=timeout)
     if as_json:
         echo_json(ex.to_json())
