@@ -265,7 +265,8 @@ def layout(report: Report, charts: Sequence[Chart]) -> list[Block]:
             f"{s.get('expected', '?')} are held by what libuv and the application say they "
             f"hold and {s.get('unexplained', '?')} are unexplained; confidence "
             f"{s.get('confidence', '?')}."
-            + (f" Handle view: {ex.handle_view}." if ex.handle_view else "")))
+            + (f" Handle view: {ex.handle_view}." if ex.handle_view else "")
+            + " A `?` marks a verdict that rests on heuristics, not on a handle view."))
         if s.get("basis"):
             b.append(Bullets(tuple(f"basis: {x}" for x in s["basis"])))
         b.append(Table(("verdict", "kind", "state", "fds", "evidence (most common)",
@@ -383,8 +384,17 @@ def _redaction_para(red: RedactionSummary) -> Para:
 # -- Markdown ---------------------------------------------------------------------------
 
 
+def _md_text(text: str) -> str:
+    """Text outside `code` spans with < as an entity: GitHub (and most Markdown
+    renderers) would take a placeholder such as <redacted> or a target's own
+    <tag> for HTML and drop it."""
+    parts = re.split(r"(`[^`]+`)", text)
+    return "".join(p if p.startswith("`") and p.endswith("`") and len(p) >= 2
+                   else p.replace("<", "&lt;") for p in parts)
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return _md_text(text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " "))
 
 
 def _fence(text: str) -> str:
@@ -396,13 +406,14 @@ def to_markdown(blocks: Sequence[Block], *, image_base: Path | None = None) -> s
     out: list[str] = []
     for blk in blocks:
         if isinstance(blk, Heading):
-            out.append("#" * blk.level + " " + blk.text.replace("\n", " "))
+            out.append("#" * blk.level + " " + _md_text(blk.text.replace("\n", " ")))
         elif isinstance(blk, Para):
-            out.append(blk.text)
+            out.append(_md_text(blk.text))
         elif isinstance(blk, Bullets):
-            out.append("\n".join(f"- {x}" for x in blk.items))
+            out.append("\n".join(f"- {_md_text(x)}" for x in blk.items))
         elif isinstance(blk, Checklist):
-            out.append("\n".join(f"- [{'x' if ok else ' '}] {x}" for ok, x in blk.items))
+            out.append("\n".join(f"- [{'x' if ok else ' '}] {_md_text(x)}"
+                                 for ok, x in blk.items))
         elif isinstance(blk, Table):
             head = blk.headers if any(blk.headers) else ("fact", "value")
             lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |",
@@ -442,7 +453,9 @@ ul.check{list-style:none;padding-left:1em}
 """
 
 
-_LINK = re.compile(r"\[([^\]]+)\]\((https://[^)\s]+)\)")
+# Links only to libuv's own repository (the known-fixes table): text from the
+# target never becomes a link.
+_LINK = re.compile(r"\[([^\]]+)\]\((https://github\.com/libuv/libuv/[^)\s]+)\)")
 
 
 def _inline(text: str) -> str:
