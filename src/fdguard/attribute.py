@@ -219,6 +219,10 @@ def attribute(
             if view is not None:
                 ev += f" ({view.source} does not list it: a loop it does not cover)"
             v = FdVerdict(fd, Verdict.HANDLE, ev, False, loop_of)
+        elif view is None and not loops.loops and fd.kind is FdKind.EPOLL:
+            used.add(HEURISTIC_KIND)
+            v = FdVerdict(fd, Verdict.HANDLE, "an epoll instance in a process without libuv: "
+                          "the application's own event loop", False)
         elif fd.kind in _PATH_KINDS:
             used.add(HEURISTIC_KIND)
             ev = (f"{fd.kind.value} opened by path and held by no handle: fs API "

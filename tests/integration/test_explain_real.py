@@ -152,6 +152,22 @@ def test_node_fd_lost_by_native_code_is_unowned(
     assert "O_CLOEXEC" in leaked.evidence
 
 
+def test_node_worker_thread_handles_and_loop(
+    spawn: Callable[..., Child], node: str, tmp_path: Path
+) -> None:
+    child = spawn([node, "--report-on-signal", NODE_SERVER, "worker"], cwd=str(tmp_path))
+    truth = json.loads(child.ready)
+    ex = explain(child.pid)
+    v = {x.fd.fd: x for x in ex.fds}
+    wfd = truth["worker_listen_fd"]
+    assert v[wfd].verdict is Verdict.HANDLE
+    assert v[wfd].certain
+    assert "worker 0" in v[wfd].evidence
+    # The worker's loop is one more epoll, and it watches the worker's server.
+    assert any(wfd in lp.watched for lp in ex.loops.loops)
+    assert ex.summary.unexplained == 0
+
+
 def test_node_inotify_and_io_uring_rings_are_loop_internal(
     spawn: Callable[..., Child], node: str, tmp_path: Path
 ) -> None:
@@ -273,6 +289,22 @@ def test_uvloop_published_expected_count(spawn: Callable[..., Child],
     assert ex.published.resources == {"db_connections": 2}
     assert any("publishes 7 expected fds" in n for n in ex.notes)
     assert ex.to_json()["published"]["expected_fds"] == 7
+
+
+def test_plain_asyncio_agent_without_libuv(spawn: Callable[..., Child],
+                                           agent_env: dict[str, str]) -> None:
+    env = dict(agent_env, FDGUARD_TEST_ASYNCIO="1")
+    child = _uvloop(spawn, env, "unowned")
+    truth = json.loads(child.ready)
+    ex = explain(child.pid)
+    assert ex.runtime is None
+    assert ex.view is not None
+    v = verdicts(ex)
+    assert v[truth["leaked"]] is Verdict.UNOWNED
+    # asyncio's selector epoll is the loop's own, as the agent says.
+    assert v[truth["epoll_fd"]] is Verdict.LOOP_INTERNAL
+    assert v[truth["listen_fd"]] is Verdict.HANDLE
+    assert ex.summary.unexplained == 1
 
 
 # -- C on the system libuv -----------------------------------------------------

@@ -6,6 +6,7 @@
 //   node explain_node_server.js unowned ADDON a native addon opens a socket outside any
 //                                             handle and forgets it
 //   node explain_node_server.js sockets N     N/2 loopback connections to itself (N fds)
+//   node explain_node_server.js worker        a worker thread (its own libuv loop) listens too
 //   node explain_node_server.js watch DIR     fs.watch(DIR) and one fs.readFile: libuv's
 //                                             inotify instance (and io_uring rings when
 //                                             UV_USE_IO_URING=1)
@@ -47,6 +48,14 @@ srv.listen(0, '127.0.0.1', () => {
   } else if (mode === 'unowned') {
     truth.leaked = require(arg).leakSocket();
     out(truth);
+  } else if (mode === 'worker') {
+    const { Worker } = require('worker_threads');
+    const w = new Worker(`
+      const net = require('net');
+      const { parentPort } = require('worker_threads');
+      const s = net.createServer(() => {}).listen(0, '127.0.0.1', () =>
+        parentPort.postMessage(s._handle.fd));`, { eval: true });
+    w.once('message', (fd) => { truth.worker_listen_fd = fd; out(truth); });
   } else if (mode === 'watch') {
     truth.watcher = fs.watch(arg, () => {}) && true;
     fs.readFile(__filename, () => out(truth));

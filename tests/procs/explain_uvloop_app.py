@@ -6,6 +6,8 @@
     explain_uvloop_app.py unowned       loses a socket fd outside any object (detach())
     explain_uvloop_app.py publish N     publishes its own expected fd count N
 
+With FDGUARD_TEST_ASYNCIO=1 it runs on asyncio's own (selector) loop instead.
+
 The first stdout line is {"port", "pid", ...ground truth}; closewait prints a second
 line {"closewait": [fds]} once every peer hung up. It runs until stdin closes.
 """
@@ -17,8 +19,6 @@ import json
 import os
 import socket
 import sys
-
-import uvloop
 
 keep: list[object] = []
 
@@ -46,11 +46,16 @@ async def main(mode: str, n: int) -> None:
         "pid": os.getpid(),
         "port": lsock.getsockname()[1],
         "listen_fd": lsock.fileno(),
-        "epoll_fd": loop._get_backend_id(),  # type: ignore[attr-defined]
     }
-    v = uvloop.loop.libuv_get_version()  # type: ignore[attr-defined]
-    truth["uv"] = f"{v >> 16}.{(v >> 8) & 0xFF}.{v & 0xFF}"
-    truth["uvloop"] = uvloop.__version__
+    if hasattr(loop, "_get_backend_id"):
+        truth["epoll_fd"] = loop._get_backend_id()
+    else:
+        truth["epoll_fd"] = loop._selector.fileno()  # type: ignore[attr-defined]
+    uvloop = sys.modules.get("uvloop")
+    if uvloop is not None:
+        v = uvloop.loop.libuv_get_version()
+        truth["uv"] = f"{v >> 16}.{(v >> 8) & 0xFF}.{v & 0xFF}"
+        truth["uvloop"] = uvloop.__version__
     if mode == "files":
         files = [open(__file__, "rb") for _ in range(n)]  # noqa: SIM115 - the leak shown
         keep.extend(files)
@@ -68,4 +73,9 @@ async def main(mode: str, n: int) -> None:
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "plain"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    uvloop.run(main(mode, n))
+    if os.environ.get("FDGUARD_TEST_ASYNCIO") == "1":
+        asyncio.run(main(mode, n))
+    else:
+        import uvloop  # only here: the asyncio variant must not load libuv at all
+
+        uvloop.run(main(mode, n))

@@ -117,3 +117,30 @@ def test_parse_published_counts() -> None:
     assert parse_published(b'{"expected_fds": -1}', "/p") is None
     assert parse_published(b"[1]", "/p") is None
     assert parse_published(b"not json", "/p") is None
+
+
+def test_parse_report_main_and_worker_handles() -> None:
+    from fdguard.runtimes.node_report import parse_report
+
+    doc = {
+        "header": {"nodejsVersion": "v20.20.2", "componentVersions": {"uv": "1.46.0"}},
+        "libuv": [
+            {"type": "async", "is_active": True, "is_referenced": False, "address": "0x1"},
+            {"type": "tcp", "is_active": True, "is_referenced": True, "fd": 19,
+             "localEndpoint": {"host": "localhost", "ip4": "127.0.0.1", "port": 80},
+             "remoteEndpoint": None},
+            {"type": "tcp", "is_active": False, "fd": 21,
+             "localEndpoint": {"ip6": "::1", "port": 80},
+             "remoteEndpoint": {"ip6": "::1", "port": 5000}},
+            {"type": "loop", "is_active": True, "address": "0x2"},
+        ],
+        "workers": [{"libuv": [{"type": "pipe", "is_active": True, "fd": 30}]}],
+    }
+    view = parse_report(doc, "node-report:SIGUSR2")
+    by_fd = view.by_fd()
+    assert sorted(by_fd) == [19, 21, 30]
+    assert by_fd[19].describe() == "tcp active (127.0.0.1:80)"
+    assert by_fd[21].detail == "[::1]:80 -> [::1]:5000"
+    assert by_fd[30].detail == "[worker 0]"
+    assert len(view.handles) == 4  # the loop entry is no handle
+    assert view.versions == {"uv": "1.46.0", "node": "v20.20.2"}

@@ -105,10 +105,9 @@ def _endpoint(ep: Any) -> str | None:
     return f"[{ip}]:{port}" if ep.get("ip6") else f"{ip}:{port}"
 
 
-def parse_report(doc: dict[str, Any], source: str) -> HandleView:
-    """The handle view in one Node diagnostic report (the parsed JSON document)."""
+def _handles(entries: Any, where: str) -> list[Handle]:
     handles: list[Handle] = []
-    for h in doc.get("libuv") or ():
+    for h in entries or ():
         if not isinstance(h, dict) or h.get("type") == "loop":
             continue
         fd = h.get("fd")
@@ -123,6 +122,8 @@ def parse_report(doc: dict[str, Any], source: str) -> HandleView:
             details.append(str(h["filename"]))
         if h.get("signum") is not None:
             details.append(f"signal {h.get('signal', h['signum'])}")
+        if where:
+            details.append(f"[{where}]")
         handles.append(
             Handle(
                 type=str(h.get("type", "?")),
@@ -133,6 +134,16 @@ def parse_report(doc: dict[str, Any], source: str) -> HandleView:
                 detail=" ".join(details) or None,
             )
         )
+    return handles
+
+
+def parse_report(doc: dict[str, Any], source: str) -> HandleView:
+    """The handle view in one Node diagnostic report (the parsed JSON document)."""
+    handles = _handles(doc.get("libuv"), "")
+    # Worker threads run their own loops; their reports nest under "workers".
+    for i, worker in enumerate(doc.get("workers") or ()):
+        if isinstance(worker, dict):
+            handles.extend(_handles(worker.get("libuv"), f"worker {i}"))
     header = doc.get("header") or {}
     versions: dict[str, str] = {}
     comp = header.get("componentVersions") or {}
@@ -140,8 +151,8 @@ def parse_report(doc: dict[str, Any], source: str) -> HandleView:
         versions["uv"] = comp["uv"]
     if isinstance(header.get("nodejsVersion"), str):
         versions["node"] = header["nodejsVersion"]
-    notes = ["the report lists the main loop's handles; fs.open fds and worker loops' "
-             "handles are not in it"]
+    notes = ["the report lists the handles of the main loop and of worker threads' "
+             "loops; fds opened through the fs API are no handles and are not in it"]
     return HandleView(source=source, handles=tuple(handles), versions=versions,
                       notes=tuple(notes))
 
