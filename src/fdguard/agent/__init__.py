@@ -131,7 +131,15 @@ def collect() -> dict[str, Any]:
                     add(s.fileno(), "loop-self-pipe", "loop-internal", f"{attr} of {entry['type']}")
             loops.append(entry)
 
+    uv_handles: dict[str, int] = {}
     for o in everything:
+        t = type(o)
+        # uvloop's libuv handles (UVPoll, UVAsync, UVTimer, TCPServer, TCPTransport...):
+        # counted by type; their fds are visible only through transports and servers.
+        if t.__module__ == "uvloop.loop" and any(
+            b.__name__ == "UVHandle" for b in t.__mro__
+        ):
+            uv_handles[t.__name__] = uv_handles.get(t.__name__, 0) + 1
         try:
             if isinstance(o, socket.socket):
                 if id(o) in internal_ids:
@@ -170,7 +178,7 @@ def collect() -> dict[str, Any]:
             v = int(uvloop.loop.libuv_get_version())
             versions["uv"] = f"{v >> 16}.{(v >> 8) & 0xFF}.{v & 0xFF}"
     return {"agent": "python", "pid": os.getpid(), "versions": versions, "loops": loops,
-            "objects": objects, "published": dict(_published)}
+            "objects": objects, "uv_handles": uv_handles, "published": dict(_published)}
 
 
 def _serve(server: socket.socket) -> None:

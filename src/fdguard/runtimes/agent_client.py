@@ -68,6 +68,9 @@ def _view_from(doc: dict[str, Any]) -> HandleView:
             if isinstance(lp, dict) and isinstance(lp.get("epoll_fd"), int):
                 found.append(Handle("event-loop", lp["epoll_fd"], "loop-internal",
                                       detail=f"{lp.get('type')} epoll (uv_backend_fd)"))
+        for name, n in (doc.get("uv_handles") or {}).items():
+            if isinstance(n, int):
+                found.extend(Handle(f"uvloop.{name}", None) for _ in range(min(n, 100_000)))
         versions = {k: str(v) for k, v in (doc.get("versions") or {}).items()}
         notes = ["the Python agent lists loops, transports, servers, sockets and open "
                  "file objects found by the garbage collector"]
