@@ -268,7 +268,8 @@ def _unclaimed(fd: Fd, view: HandleView | None, cloexec: bool | None,
     flag_note = ""
     if cloexec is False:
         used.add(HEURISTIC_CLOEXEC)
-        flag_note = "; not O_CLOEXEC: libuv never creates such fds, so native code did"
+        flag_note = ("; not O_CLOEXEC, which libuv always sets: native code made it, or a "
+                     "parent that has since exited handed it down")
     if view is not None:
         return FdVerdict(fd, Verdict.UNOWNED,
                          f"no handle in {view.source} owns it and it is no libuv loop "
