@@ -456,7 +456,7 @@ def run_demo(
             store_target=spec.label if guard else None,
             explain_doc=explain_doc,
             trace_doc=trace_doc,
-            lab=str(tmp / "repro.json"),
+            lab=(str(tmp / "repro.json"),),
             logs=(str(log_path),),
             verdict=final_doc,
             mitigation=tuple(mitigation),

@@ -120,7 +120,7 @@ def test_report_on_a_leaking_node_service(spawn, node: str, tmp_path: Path) -> N
     finally:
         conn.close()
     rep = build_report(ReportInputs(pid=svc.pid, store=str(db), trace_doc=tr.to_json(),
-                                    lab=str(PROCS / "trace_uv_leak.c")))
+                                    lab=(str(PROCS / "trace_uv_leak.c"),)))
     out = write_report(rep, tmp_path / "report", github=True)
     md = out.markdown.read_text()
 

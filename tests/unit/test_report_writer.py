@@ -207,7 +207,7 @@ def test_reproducer_from_a_lab_json(tmp_path: Path,
     lab = tmp_path / "lab.json"
     lab.write_text(json.dumps({"files": {"repro.c": "int main(void){return 0;}\n"},
                                "build": ["cc -o repro repro.c"], "run": ["./repro"]}))
-    rep = build_report(ReportInputs(store=str(db), store_target="svc", lab=str(lab)))
+    rep = build_report(ReportInputs(store=str(db), store_target="svc", lab=(str(lab),)))
     md = write_report(rep, tmp_path / "out").markdown.read_text()
     assert "```c\nint main(void){return 0;}\n```" in md
     assert "cc -o repro repro.c" in md

@@ -22,8 +22,9 @@ from fdguard.store import default_path
               help="Attach `trace` to the live PID for this long (e.g. 30s) instead.")
 @click.option("--explain", "explain_file", type=click.Path(exists=True, dir_okay=False),
               help="A saved `fdguard explain --json` document (default: explain the live PID).")
-@click.option("--lab", "lab", type=click.Path(exists=True),
-              help="A `lab repro` result (directory, .c file or JSON) or a reproducer file.")
+@click.option("--lab", "lab", type=click.Path(exists=True), multiple=True,
+              help="A `lab repro` directory, a reproducer file, or `lab run --json` output. "
+                   "Repeatable.")
 @click.option("--stress", "stress_file", type=click.Path(exists=True, dir_okay=False),
               help="A saved `fdguard stress --json` document.")
 @click.option("--log", "logs", multiple=True, type=click.Path(exists=True, dir_okay=False),
@@ -49,7 +50,7 @@ def report(
     trace_file: str | None,
     trace_for: str | None,
     explain_file: str | None,
-    lab: str | None,
+    lab: tuple[str, ...],
     stress_file: str | None,
     logs: tuple[str, ...],
     gdb_stacks: bool,

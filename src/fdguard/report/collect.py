@@ -211,6 +211,7 @@ class Report:
     redaction: RedactionSummary
     redactor: Redactor = field(compare=False, repr=False)
     mitigation: tuple[str, ...] = ()
+    lab_runs: tuple[dict[str, Any], ...] = ()
 
     @property
     def missing(self) -> tuple[ChecklistItem, ...]:
@@ -229,8 +230,9 @@ class ReportInputs:
         explain_live: run `explain` on `pid` (default when `pid` is given and
             no saved explain is); explain_view is its --view.
         trace_for: attach `trace` to `pid` for that many seconds.
-        lab: a `lab repro` result (directory, .c file or JSON), or any
-            reproducer file.
+        lab: `lab` results: a `lab repro` directory (repro.c + build.sh), a
+            reproducer file (.c, .js, .py) or JSON (`files`, `build`, `run`), and
+            `lab run --json` outputs (a JSON list: verdicts per libuv).
         logs: service log files; the interesting lines are kept.
         gdb_stacks: attach gdb in batch mode for every thread's stack.
         verdict: a detector verdict in `analyze --json` shape (the demo passes
@@ -246,7 +248,7 @@ class ReportInputs:
     explain_view: str = "auto"
     trace_doc: dict[str, Any] | None = None
     trace_for: float | None = None
-    lab: str | None = None
+    lab: tuple[str, ...] = ()
     stress_doc: dict[str, Any] | None = None
     logs: tuple[str, ...] = ()
     gdb_stacks: bool = False
@@ -579,6 +581,47 @@ def _read_text(path: Path) -> str:
         raise UsageError(f"cannot read {path}: {err}") from err
 
 
+_HEADER_STEP = re.compile(r"^\s*(?:\*|//|#)?\s*(Build|Run):\s+(\S.*?)\s*$", re.M)
+
+
+def _header_steps(text: str) -> tuple[list[str], list[str]]:
+    """The `Build:` and `Run:` lines a reproducer's own header comment gives."""
+    build: list[str] = []
+    run: list[str] = []
+    for m in _HEADER_STEP.finditer(text[:4000]):
+        (build if m.group(1) == "Build" else run).append(m.group(2))
+    return build, run
+
+
+def load_lab_runs(spec: str, r: Redactor) -> list[dict[str, Any]] | None:
+    """The results of `fdguard lab run --json` (a JSON list), or None when `spec` is
+    not one (then it is a reproducer)."""
+    p = Path(spec)
+    if not (p.is_file() and p.suffix == ".json"):
+        return None
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read lab result {spec}: {err}") from err
+    if not isinstance(doc, list):
+        return None
+    out = []
+    for item in doc:
+        if not isinstance(item, dict) or "scenario" not in item or "verdict" not in item:
+            raise UsageError(f"{spec} is not `fdguard lab run --json` output")
+        out.append({
+            "scenario": str(item["scenario"]),
+            "libuv": r.redact(str(item.get("libuv") or "")),
+            "version": str(item.get("version") or "?"),
+            "verdict": str(item["verdict"]),
+            "growth": item.get("growth"),
+            "growth_by_kind": dict(item.get("growth_by_kind") or {}),
+            "iterations": item.get("iterations"),
+            "outcomes": [r.redact(str(o)) for o in item.get("outcomes") or []],
+        })
+    return out
+
+
 def load_reproducer(spec: str, r: Redactor) -> Reproducer:
     """A reproducer from a `lab repro` result: a JSON document (`files`, `build`,
     `run`), a directory (its source files, build.sh/Makefile, README), or one
@@ -618,21 +661,26 @@ def load_reproducer(spec: str, r: Redactor) -> Reproducer:
                                                                              "build.sh")):
                 files.append(ReproFile(child.name, _LANG.get(child.suffix, "make"),
                                        r.redact(_read_text(child))))
+        origin = f"`fdguard lab repro` ({p.name})"
         names = {f.name for f in files}
+        csrc = [f for f in files if f.language == "c" and f.name.endswith(".c")]
+        hb, hr = _header_steps(csrc[0].text) if csrc else ([], [])
         if "build.sh" in names:
-            build = ["sh build.sh"]
+            build = ["sh build.sh" + (f"   # {hb[0]}" if hb else "")]
         elif "Makefile" in names:
             build = ["make"]
-        csrc = [f.name for f in files if f.language == "c" and f.name.endswith(".c")]
-        if not build and csrc:
-            build = [_cc_line(csrc)]
+        elif hb:
+            build = hb
+        elif csrc:
+            build = [_cc_line([f.name for f in csrc])]
         if csrc:
-            run = ["./repro"]
+            run = hr or ["./repro"]
     else:
         files.append(ReproFile(p.name, _LANG.get(p.suffix, "text"), r.redact(_read_text(p))))
         if p.suffix == ".c":
-            build = [_cc_line([p.name])]
-            run = ["./repro"]
+            hb, hr = _header_steps(files[0].text)
+            build = hb or [_cc_line([p.name])]
+            run = hr or ["./repro"]
         elif p.suffix in (".js", ".mjs"):
             run = [f"node {p.name}"]
         elif p.suffix == ".py":
@@ -837,7 +885,16 @@ def build_report(
         else:
             stacks_error = "the target is not running"
 
-    reproducer = load_reproducer(inputs.lab, r) if inputs.lab else None
+    reproducer = None
+    lab_runs: list[dict[str, Any]] = []
+    for spec in inputs.lab:
+        runs = load_lab_runs(spec, r)
+        if runs is not None:
+            lab_runs += runs
+        elif reproducer is not None:
+            raise UsageError("give one reproducer with --lab (and any number of lab run results)")
+        else:
+            reproducer = load_reproducer(spec, r)
     stress = None
     logs: list[LogLine] = []
     if inputs.stress_doc is not None:
@@ -916,6 +973,7 @@ def build_report(
         redaction=r.summary(),
         redactor=r,
         mitigation=tuple(r.redact(m) for m in inputs.mitigation),
+        lab_runs=tuple(lab_runs),
     )
 
 
@@ -1035,5 +1093,6 @@ __all__ = [
     "extract_log_lines",
     "gdb_stacks",
     "load_json",
+    "load_lab_runs",
     "load_reproducer",
 ]

@@ -325,6 +325,14 @@ def layout(report: Report, charts: Sequence[Chart]) -> list[Block]:
             b.append(Code("\n".join(rp.run), "sh"))
         for n in rp.notes:
             b.append(Para(n))
+    if report.lab_runs:
+        b.append(Para("`fdguard lab run` (the scenario in isolation, per libuv build):"))
+        b.append(Table(("scenario", "libuv", "version", "verdict", "growth", "leaked kinds"),
+                       tuple((x["scenario"], x["libuv"], x["version"], x["verdict"],
+                              str(x["growth"]) + (f" over {x['iterations']} iterations"
+                                                  if x.get("iterations") else ""),
+                              ", ".join(f"{k} {v:+g}" for k, v in x["growth_by_kind"].items()))
+                             for x in report.lab_runs), name="lab-runs.md"))
     st = report.stress
     if st is not None:
         b.append(Para(f"Stress scenario `{st.scenario}` (`fdguard stress`): "
@@ -337,7 +345,7 @@ def layout(report: Report, charts: Sequence[Chart]) -> list[Block]:
                               + f": {c['reason']}", " ".join(map(str, c["deltas"])),
                               ", ".join(f"{k} {v:+g}" for k, v in c["growth_by_kind"].items()))
                              for c in st.configs), name="stress.md"))
-    if rp is None and st is None:
+    if rp is None and st is None and not report.lab_runs:
         b.append(_missing("no `lab repro` reproducer and no stress scenario"))
 
     # 6. Expected behaviour
