@@ -118,20 +118,24 @@ def main() -> None:
                      env={**os.environ, "LEAK_EVERY": "0"})
     upstream = f"127.0.0.1:{port}"
     try:
-        print("== rate cap accuracy (new connections/s, 8 client threads)")
+        print("== rate cap accuracy (new connections/s from 8 client threads)")
+        host, uport = upstream.rsplit(":", 1)
+        ok_d, _, el_d = hammer((host, int(uport)), a.seconds, 8)
+        print(f"client capacity, direct to the server: {ok_d / el_d:.0f} new connections/s")
         print(f"{'cap/s':>7}{'queued: admitted/s':>20}{'ratio':>8}"
               f"{'no queue: admitted/s':>22}{'ratio':>8}{'refused':>9}")
         for rate in (float(r) for r in a.rates.split(",")):
             p, addr = throttle(upstream, "--rate", f"{rate:g}", "--queue", "64",
                                "--queue-timeout", "30")
-            ok_q, _, el_q = hammer(addr, a.seconds, 8)
-            stop(p)
+            _, _, el_q = hammer(addr, a.seconds, 8)
+            adm_q = json.loads(stop(p).strip().splitlines()[-1])["admitted"]
             p, addr = throttle(upstream, "--rate", f"{rate:g}")
-            ok_n, ref_n, el_n = hammer(addr, a.seconds, 8)
-            stop(p)
-            rq, rn = ok_q / el_q, ok_n / el_n
+            _, _, el_n = hammer(addr, a.seconds, 8)
+            st = json.loads(stop(p).strip().splitlines()[-1])
+            # The proxy's own count of admissions over the hammering time.
+            rq, rn = adm_q / el_q, st["admitted"] / el_n
             print(f"{rate:>7.0f}{rq:>20.1f}{rq / rate:>8.3f}{rn:>22.1f}{rn / rate:>8.3f}"
-                  f"{ref_n / max(1, ok_n + ref_n):>8.0%}")
+                  f"{st['refused'] / max(1, st['accepted']):>8.0%}")
 
         print("\n== concurrency cap")
         for cap in (5, 20):
@@ -139,13 +143,17 @@ def main() -> None:
             held = []
             refused = 0
             for _ in range(cap + 10):
-                s = socket.create_connection(addr, timeout=10)
-                s.sendall(REQ)
                 try:
+                    s = socket.create_connection(addr, timeout=10)
+                except ConnectionResetError:
+                    refused += 1
+                    continue
+                try:
+                    s.sendall(REQ)
                     if s.recv(4096).startswith(b"HTTP/1.1 200"):
                         held.append(s)
                         continue
-                except ConnectionResetError:
+                except (ConnectionResetError, BrokenPipeError):
                     pass
                 refused += 1
                 s.close()

@@ -15,7 +15,9 @@ a fresh connection) leaks at the rate it is handed connections; capping that
 rate caps the leak rate, so the service degrades (queued, refused clients)
 instead of dying of EMFILE, and the guard's restarts come less often.
 
-Design: asyncio streams, one task per direction per connection; the limiter
+Design: asyncio protocols relaying bytes both ways with back-pressure (a
+full write buffer pauses reading on the other side), no task per direction;
+the client side is not read until it is admitted and connected; the limiter
 is a plain object with an injectable clock so its arithmetic is unit-tested
 without sockets. uvloop is used when it is importable (it is what the
 services under test run on), plain asyncio otherwise.
@@ -111,8 +113,13 @@ class TokenBucket:
         self.stamp = self.clock()
 
     def _refill(self) -> None:
+        # Saved tokens are capped at `burst` whole tokens, but the fraction of the
+        # next one is kept: a scheduler that wakes a little late (an event loop
+        # under load always does) must not lose rate. So at most `burst`
+        # connections pass at once, and the long-run rate stays `rate`.
         now = self.clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        cap = self.burst + 1.0 - 1e-6
+        self.tokens = min(cap, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
 
     def take(self) -> float:
@@ -225,34 +232,133 @@ class Limiter:
                 await self._pump
 
 
-def _refuse(writer: asyncio.StreamWriter, mode: str, why: str) -> None:
+class _Side(asyncio.Protocol):
+    """One end of a relayed connection: bytes in here go out of `peer`, with back-pressure."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Side | None = None
+        self.closed = False
+        self.eof = False
+        self.early: list[bytes] = []  # bytes that arrived before the peer was connected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+        else:
+            # Some loops (uvloop) start reading right after connection_made even if
+            # it paused reading: keep the bytes and pause until the peer is there.
+            self.early.append(data)
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        # Half-close travels through: the peer's write side ends, reading goes on,
+        # until both directions have ended: then both sides close.
+        self.eof = True
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            return False
+        if peer.eof or not peer.transport.can_write_eof():
+            peer.transport.close()
+            return False
+        peer.transport.write_eof()
+        return True
+
+    # The peer's reading follows this side's write buffer.
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.peer is not None and self.peer.transport is not None and not self.peer.closed:
+            if exc is not None:
+                self.peer.transport.abort()
+            else:
+                self.peer.transport.close()
+
+
+class _Client(_Side):
+    """The accepted side: held (not read) until admitted and the upstream is connected."""
+
+    def __init__(self, proxy: ThrottleProxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.proxy.stats.accepted += 1
+        task = asyncio.get_running_loop().create_task(self._admit())
+        self.proxy._tasks.add(task)
+        task.add_done_callback(self.proxy._tasks.discard)
+
+    async def _admit(self) -> None:
+        proxy = self.proxy
+        assert self.transport is not None
+        why = await proxy.limiter.admit()
+        if why is not None:
+            _refuse(self.transport, proxy.spec.refuse, why)
+            return
+        self.admitted = True
+        if self.closed:
+            proxy.limiter.release()
+            return
+        up = _Side()
+        up.peer = self
+        self.peer = up
+        loop = asyncio.get_running_loop()
+        try:
+            if proxy.upstream.family == "unix":
+                await loop.create_unix_connection(lambda: up, proxy.upstream.path)
+            else:
+                await loop.create_connection(lambda: up, proxy.upstream.host,
+                                             proxy.upstream.port)
+        except OSError:
+            proxy.stats.upstream_errors += 1
+            self.peer = None
+            _refuse(self.transport, proxy.spec.refuse, "upstream unreachable")
+            return
+        if self.closed:
+            if up.transport is not None:
+                up.transport.close()
+            return
+        if self.early and up.transport is not None:
+            up.transport.write(b"".join(self.early))
+            self.early.clear()
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.admitted:
+            self.admitted = False
+            self.proxy.limiter.release()
+
+
+def _refuse(transport: asyncio.Transport, mode: str, why: str) -> None:
     if mode == "http503":
         body = f"service throttled by fdguard: {why}\n".encode()
-        writer.write(
+        transport.write(
             b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
-        writer.close()
+        transport.close()
         return
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
-    writer.transport.abort()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.transport.abort()
+    transport.abort()
 
 
 class ThrottleProxy:
@@ -269,34 +375,12 @@ class ThrottleProxy:
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.upstream.family == "unix":
-            return await asyncio.open_unix_connection(self.upstream.path)
-        return await asyncio.open_connection(self.upstream.host, self.upstream.port)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.stats.accepted += 1
-        why = await self.limiter.admit()
-        if why is not None:
-            _refuse(writer, self.spec.refuse, why)
-            return
-        try:
-            try:
-                up_r, up_w = await self._connect()
-            except OSError:
-                self.stats.upstream_errors += 1
-                _refuse(writer, self.spec.refuse, "upstream unreachable")
-                return
-            await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
-            up_w.close()
-            writer.close()
-        finally:
-            self.limiter.release()
-
     async def serve(self, ready: Callable[[], None] | None = None) -> None:
         """Serve until `stop()`; then close the listener and abort open connections."""
         self._stop = asyncio.Event()
-        self._server = await asyncio.start_server(self._handle, sock=self.sock, backlog=1024)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Client(self), sock=self.sock,
+                                                backlog=1024)
         if ready is not None:
             ready()
         try:
@@ -304,6 +388,8 @@ class ThrottleProxy:
         finally:
             self._server.close()
             await self.limiter.close()
+            for task in list(self._tasks):
+                task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
