@@ -174,3 +174,27 @@ env = {{ LEAK_EVERY = "1" }}
     ev = _events(g.proc.stderr.read().decode())
     assert any(e.startswith("restart program=leaky") and "fd share" in e for e in ev), ev
     assert not any(e.startswith("restart program=web") for e in ev), ev
+
+
+def test_the_guard_adopts_sockets_systemd_passed_to_it(spawn: Callable[..., Any],
+                                                       tmp_path: Path) -> None:
+    import http.client
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    rdir = tmp_path / "run"
+    rdir.mkdir(mode=0o700)
+    g = spawn([sys.executable, str(PROCS / "guard_socket_activate.py"), f"127.0.0.1:{port}",
+               "http", "--", sys.executable, "-m", "fdguard", "guard", "--runtime-dir",
+               str(rdir), "--name", "sa", "--listen", f"127.0.0.1:{port}", "--ready", "notify",
+               "--", sys.executable, UVLOOP_SERVER], timeout=60)
+    # Binding the port itself would have failed (the activator holds it at fd 3).
+    assert json.loads(g.ready)["listen"]["sa"] == [f"127.0.0.1:{port}"]
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/")
+    assert c.getresponse().read().startswith(b"ok ")
+    c.close()
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(timeout=30) == 0
