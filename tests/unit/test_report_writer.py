@@ -245,3 +245,20 @@ def test_stress_result_is_the_scenario_when_no_reproducer(
     assert "connect ECONNREFUSED <ipv4-1>:5432" in md
     assert "- [ ] minimal reproducer" in md
     assert "- [x] a scenario that triggers it" in md
+
+
+def test_long_series_are_drawn_as_their_envelope() -> None:
+    from fdguard.report.charts import MAX_POINTS, envelope
+    from fdguard.store import StoredSample
+
+    samples = [StoredSample(T0 + i, 100 + (i * 7919) % 97 + (500 if i == 54321 else 0), 1024)
+               for i in range(86_400)]
+    drawn = envelope(samples)
+    assert len(drawn) <= MAX_POINTS
+    assert [s.t for s in drawn] == sorted(s.t for s in drawn)
+    assert set(map(id, drawn)) <= set(map(id, samples))
+    # Every peak and floor survives: the single spike, the global minimum.
+    assert max(s.count for s in drawn) == max(s.count for s in samples) > 600
+    assert min(s.count for s in drawn) == min(s.count for s in samples)
+    short = samples[:MAX_POINTS]
+    assert envelope(short) == short

@@ -9,6 +9,12 @@ by the caller (already redacted: the command line may carry secrets), both PNG
 and SVG are written from one figure, and path simplification is off, so every
 recorded sample is a vertex of the drawn line -- `Chart.points` are exactly
 what was drawn, and tests check them against the store.
+
+A long series (a day at 1 Hz is 86,400 samples) would make a 6 MB SVG and an
+HTML report of megabytes for no visible gain: above MAX_POINTS samples per
+process, each of MAX_POINTS / 2 time buckets contributes its lowest and its
+highest sample, in time order. That envelope keeps every peak (what reaches
+EMFILE) and every floor (what shows a leak) the eye could see at this width.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from fdguard.errors import UsageError
 from fdguard.store import AlertRecord, Store, StoredSample
 
 _TOP_KINDS = 6
+MAX_POINTS = 4000
 TOTAL_GID = "fd-total"
 LIMIT_GID = "fd-soft-limit"
 
@@ -99,6 +106,41 @@ def chart_data(store: Store, target_ids: Sequence[int]) -> ChartData:
     return ChartData(tuple(out))
 
 
+def envelope(samples: Sequence[StoredSample], max_points: int = MAX_POINTS
+             ) -> list[StoredSample]:
+    """`samples` when there are at most `max_points`; else the lowest and the highest
+    sample of each of `max_points // 2` equal time buckets, in time order."""
+    if len(samples) <= max_points:
+        return list(samples)
+    buckets = max(1, max_points // 2)
+    t0, t1 = samples[0].t, samples[-1].t
+    width = (t1 - t0) / buckets or 1.0
+    out: list[StoredSample] = []
+    lo = hi = samples[0]
+    current = 0
+    for s in samples:
+        b = min(buckets - 1, int((s.t - t0) / width))
+        if b != current:
+            out.extend(sorted({id(lo): lo, id(hi): hi}.values(), key=lambda x: x.t))
+            lo = hi = s
+            current = b
+            continue
+        if s.count < lo.count:
+            lo = s
+        if s.count > hi.count:
+            hi = s
+    out.extend(sorted({id(lo): lo, id(hi): hi}.values(), key=lambda x: x.t))
+    return out
+
+
+def _changes(points: Sequence[tuple[float, int]]) -> list[tuple[float, int]]:
+    """Only the points where a step line changes value (and the last one)."""
+    out = [p for i, p in enumerate(points) if i == 0 or p[1] != points[i - 1][1]]
+    if points and out[-1] != points[-1]:
+        out.append(points[-1])
+    return out
+
+
 def _unit(span: float) -> tuple[float, str]:
     if span <= 300:
         return 1.0, "s"
@@ -147,18 +189,19 @@ def draw(
         for n, s in enumerate(data.series):
             if not s.samples:
                 continue
-            xs = [x(p.t) for p in s.samples]
+            drawn = envelope(s.samples)
+            xs = [x(p.t) for p in drawn]
             (line,) = ax.plot(
                 xs,
-                [p.count for p in s.samples],
+                [p.count for p in drawn],
                 color="C0",
                 linewidth=2.0,
                 label="all fds" if first else None,
                 zorder=5,
             )
             line.set_gid(TOTAL_GID if n == 0 else f"{TOTAL_GID}-{n}")
-            points += [(p.t, p.count) for p in s.samples]
-            lim = [(xv, p.soft_limit) for xv, p in zip(xs, s.samples, strict=True) if p.soft_limit]
+            points += [(p.t, p.count) for p in drawn]
+            lim = _changes([(x(p.t), p.soft_limit) for p in s.samples if p.soft_limit])
             if lim:
                 (lline,) = ax.step(
                     [a for a, _ in lim],
@@ -262,4 +305,14 @@ def _release_fonts() -> None:
         gc.collect()
 
 
-__all__ = ["LIMIT_GID", "TOTAL_GID", "Chart", "ChartData", "TargetSeries", "chart_data", "draw"]
+__all__ = [
+    "LIMIT_GID",
+    "MAX_POINTS",
+    "TOTAL_GID",
+    "Chart",
+    "ChartData",
+    "TargetSeries",
+    "chart_data",
+    "draw",
+    "envelope",
+]
