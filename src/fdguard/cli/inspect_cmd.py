@@ -11,7 +11,7 @@ from fdguard.cli.render import console, echo_json
 from fdguard.errors import UsageError
 from fdguard.inspect import count, snapshot
 from fdguard.model import TROUBLE_STATES, FdKind, Snapshot, TcpState
-from fdguard.runtimes import detect, runtime_json
+from fdguard.runtimes import detect_json
 
 _KINDS = [k.value for k in FdKind]
 _STATES = [s.value for s in TcpState]
@@ -134,7 +134,7 @@ def inspect(
     shown = _filter(full, kinds, states)
     if as_json:
         doc = full.to_json()
-        doc["runtime"] = runtime_json(detect(pid, root=proc_root))
+        doc["runtime"] = detect_json(pid, root=proc_root)
         doc["fds"] = [f.to_json() for f in shown.fds]
         if kinds or states:
             doc["filter"] = {"kind": list(kinds), "state": list(states)}

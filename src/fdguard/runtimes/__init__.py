@@ -6,6 +6,6 @@ event loop and the fds libuv opened for itself; the handle views
 (`node_report`, `agent_client`) say what libuv and the application hold.
 """
 
-from fdguard.runtimes.detect import RuntimeInfo, detect, runtime_json
+from fdguard.runtimes.detect import RuntimeInfo, detect, detect_json, runtime_json
 
-__all__ = ["RuntimeInfo", "detect", "runtime_json"]
+__all__ = ["RuntimeInfo", "detect", "detect_json", "runtime_json"]

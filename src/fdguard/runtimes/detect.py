@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from fdguard.errors import AccessDenied, NoSuchProcess
 from fdguard.procfs.maps import (
     MappedObject,
     exe_path,
@@ -128,9 +129,14 @@ def detect(pid: int, *, root: str = DEFAULT_ROOT) -> RuntimeInfo | None:
         NoSuchProcess, AccessDenied: reading the process's maps or executable.
     """
     maps = read_maps(pid, root=root)
-    exe = exe_path(pid, root=root)
     notes: list[str] = []
-    is_node = bool(_NODE_EXE.search(exe))
+    try:
+        exe: str | None = exe_path(pid, root=root)
+    except NoSuchProcess:
+        # Kernel threads (and fake trees) have no executable link; the process
+        # itself may well exist: judge it by its maps alone.
+        exe = None
+    is_node = bool(exe and _NODE_EXE.search(exe))
 
     uvloop: MappedObject | None = None
     shared: MappedObject | None = None
@@ -141,12 +147,18 @@ def detect(pid: int, *, root: str = DEFAULT_ROOT) -> RuntimeInfo | None:
             shared = obj
 
     # libuv inside the executable: Node.js, or a C program linked statically.
-    fd = open_exe(pid, root=root)
-    try:
-        exe_build = _build_of(fd, notes, exe)
-    finally:
-        os.close(fd)
-    if exe_build is not None:
+    exe_build = None
+    if exe is not None:
+        try:
+            fd = open_exe(pid, root=root)
+        except NoSuchProcess:
+            fd = -1
+        if fd >= 0:
+            try:
+                exe_build = _build_of(fd, notes, exe)
+            finally:
+                os.close(fd)
+    if exe_build is not None and exe is not None:
         return RuntimeInfo(
             name="node" if is_node else "libuv",
             libuv_version=exe_build.version,
@@ -185,6 +197,20 @@ def detect(pid: int, *, root: str = DEFAULT_ROOT) -> RuntimeInfo | None:
             notes=tuple(notes),
         )
     return None
+
+
+def detect_json(pid: int, *, root: str = DEFAULT_ROOT) -> dict[str, Any]:
+    """`runtime_json(detect(pid))`, except that a process whose maps fdguard may not
+    read gets all-null names and says why, instead of failing the caller.
+
+    Raises:
+        NoSuchProcess: the process is gone.
+    """
+    try:
+        return runtime_json(detect(pid, root=root))
+    except AccessDenied:
+        return {"name": None, "libuv_version": None,
+                "source": "unknown: access denied reading its maps"}
 
 
 def runtime_json(info: RuntimeInfo | None) -> dict[str, Any]:

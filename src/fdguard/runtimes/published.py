@@ -76,8 +76,11 @@ def read_published(pid: int, *, root: str = DEFAULT_ROOT) -> Published | None:
     Raises:
         NoSuchProcess, AccessDenied: reading the process itself.
     """
-    path = published_path(pid, root=root)
-    _, euid = read_uids(pid, root=root)
+    try:
+        path = published_path(pid, root=root)
+        _, euid = read_uids(pid, root=root)
+    except FdguardError:
+        return None  # no status to tell whose file to trust (fake trees): none
     try:
         st = stat_in_root(pid, path, root=root)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
