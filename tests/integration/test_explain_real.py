@@ -280,6 +280,18 @@ def test_uvloop_detached_socket_is_unowned(spawn: Callable[..., Child],
     assert truth["listen_fd"] in loop.watched
 
 
+def test_python_under_fdguard_run_agent(spawn: Callable[..., Child],
+                                        agent_env: dict[str, str]) -> None:
+    child = spawn([sys.executable, "-m", "fdguard", "run", "--", sys.executable, UVLOOP_APP,
+                   "unowned"], env=agent_env)
+    truth = json.loads(child.ready)
+    assert truth["pid"] == child.pid  # run execs: the service keeps the PID
+    ex = explain(child.pid)
+    assert ex.view is not None
+    assert ex.view.source == "agent:python"
+    assert verdicts(ex)[truth["leaked"]] is Verdict.UNOWNED
+
+
 def test_uvloop_published_expected_count(spawn: Callable[..., Child],
                                          agent_env: dict[str, str]) -> None:
     child = _uvloop(spawn, agent_env, "publish", "7")
