@@ -89,10 +89,21 @@ class Ctx:
         return int(self.uv.uv_run(self.loop, mode))
 
     def close_and_run(self, *handles: int) -> None:
+        """Close `handles` and turn the loop until their close callbacks ran.
+
+        NOWAIT turns, not UV_RUN_DEFAULT: a shared loop may hold a listening
+        server for the whole run, and DEFAULT would wait on it forever.
+        """
+        closed: list[int | None] = []
+        pending = 0
         for h in handles:
             if not self.uv.uv_is_closing(h):
-                self.uv.close(h)
-        self.run()
+                self.uv.close(h, closed.append)
+                pending += 1
+        for _ in range(1000):
+            if len(closed) >= pending:
+                break
+            self.run(b.UV_RUN_NOWAIT)
 
     @contextlib.contextmanager
     def squeeze(self, free: int) -> Iterator[None]:
