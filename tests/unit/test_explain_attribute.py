@@ -3,6 +3,8 @@ out (recorded from Node 20 / libuv 1.46, uvloop 0.23 / libuv 1.52, Debian libuv 
 
 from __future__ import annotations
 
+import pytest
+
 from fdguard.attribute import Verdict, attribute
 from fdguard.model import Fd, FdInfo, FdKind, Limits, ProcessRef, Snapshot, TcpState
 from fdguard.runtimes.handles import OWNER_FS, Handle, HandleView
@@ -139,3 +141,27 @@ def test_no_loops_no_internal_verdicts() -> None:
     assert v[3] is Verdict.HANDLE  # no libuv: an epoll is the application's own loop
     assert v[5] is Verdict.HANDLE
     assert summary.unexplained == 0
+
+
+def test_agent_payloads_become_views() -> None:
+    from fdguard.runtimes.agent_client import AgentUnavailable, _view_from
+
+    py = _view_from({
+        "agent": "python", "pid": 1, "versions": {"uvloop": "0.23.0", "uv": "1.52.1"},
+        "loops": [{"type": "uvloop.Loop", "epoll_fd": 4}],
+        "objects": [{"fd": 9, "type": "file", "owns": "fs", "detail": "/x"},
+                    {"fd": 13, "type": "TCPTransport", "owns": "handle", "closing": True}],
+        "uv_handles": {"UVAsync": 2}, "published": {"db": 3},
+    })
+    by_fd = py.by_fd()
+    assert by_fd[4].owns == "loop-internal"
+    assert by_fd[9].owns == "fs"
+    assert by_fd[13].closing is True
+    assert sum(1 for h in py.handles if h.type == "uvloop.UVAsync") == 2
+    assert any("db=3" in n for n in py.notes)
+    node = _view_from({"agent": "node", "pid": 1, "agent_fds": [25], "report": {
+        "libuv": [{"type": "pipe", "fd": 25, "is_active": True}], "header": {}}})
+    assert node.source == "agent:node"
+    assert node.by_fd()[25].detail.startswith("fdguard agent")  # type: ignore[union-attr]
+    with pytest.raises(AgentUnavailable):
+        _view_from({"agent": "other"})

@@ -22,6 +22,10 @@ order uv_loop_init() creates them:
   process    signal lock pipe pair   uv__make_pipe(0): blocking, CLOEXEC, never
                                      polled; created once, by the first loop
 
+Not steady, so not looked for: uv_spawn's exec-error pipe (closed before
+uv_spawn returns) and the files uv__slurp reads. The child watcher is a signal
+handle on the loop's signal pipe: no fd of its own.
+
 Watchers are registered with epoll lazily, in uv__io_poll(): a loop that was
 initialised but never run (Node 20 has one) has an empty interest list. Its
 internals are then found by creation order: they follow its epoll fd. The
