@@ -109,8 +109,16 @@ def test_planted_secrets_never_reach_the_report(spawn, node: str, tmp_path: Path
     ])
     assert result.exit_code == 0, result.output
     assert "redacted:" in result.output
+    # The same process named through the store only (no PID argument).
+    out2 = tmp_path / "report-from-store"
+    result = CliRunner().invoke(cli, [
+        "report", "--from-store", str(svc.pid), "--store", str(db), "--log", str(log),
+        "--redact-extra", r"corp-\d{6}", "--out", str(out2),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "(running)" in (out2 / "report.md").read_text()
 
-    texts = _texts(out)
+    texts = _texts(out) | _texts(out2)
     assert any(k.endswith("report.md") for k in texts)
     assert any(k.endswith("issue.md") for k in texts)
     assert any("#data" in k for k in texts)  # the inlined chart was decoded and checked

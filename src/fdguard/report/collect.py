@@ -28,7 +28,7 @@ from typing import Any
 
 from fdguard.attribute import explain
 from fdguard.detect import theil_sen
-from fdguard.errors import FdguardError, NoSuchProcess, ToolMissing, UsageError
+from fdguard.errors import FdguardError, ToolMissing, UsageError
 from fdguard.known import known_for_version, observe_history, parse_version, rank
 from fdguard.model import Limits
 from fdguard.procfs.maps import read_environ
@@ -808,22 +808,12 @@ def build_report(
         raise UsageError("--from-store needs a store (--store PATH)")
     pid = inputs.pid
     alive = False
-    literals: list[tuple[str, str]] = []
     if pid is not None:
         try:
             read_ref(pid, root=inputs.root)
             alive = True
-        except NoSuchProcess:
+        except FdguardError:
             alive = False
-        if alive:
-            # The environment is never reported; its values only become patterns,
-            # so a secret echoed into a log line or an argument is caught too.
-            try:
-                env = read_environ(pid, root=inputs.root)
-            except (FdguardError, OSError):
-                env = {}
-            literals = env_literals(env)
-    r = Redactor(extra=inputs.redact_extra, literals=literals)
 
     chain: list[StoredTarget] = []
     observed: Observed | None = None
@@ -847,6 +837,16 @@ def build_report(
             alive = read_ref(pid, root=inputs.root) == latest.ref
         except FdguardError:
             alive = False
+
+    literals: list[tuple[str, str]] = []
+    if alive and pid is not None:
+        # The environment is never reported; its values only become patterns,
+        # so a secret echoed into a log line or an argument is caught too.
+        try:
+            literals = env_literals(read_environ(pid, root=inputs.root))
+        except (FdguardError, OSError):
+            literals = []
+    r = Redactor(extra=inputs.redact_extra, literals=literals)
 
     # explain: a saved document, else a live run.
     explain_doc = inputs.explain_doc
