@@ -167,7 +167,7 @@ def test_kill_9_of_the_guard_leaves_no_worker_behind(
 def test_fd_count_stays_below_the_limit_where_it_would_hit_emfile(
     spawn: Callable[..., Any], tmp_path: Path
 ) -> None:
-    nofile, requests = 256, 900
+    nofile, requests = 256, 600
     # Baseline: the same server, limit and load without the guard runs out of fds.
     alone = spawn(["sh", "-c", f'ulimit -n {nofile}; exec "$0" "$1"', sys.executable,
                    UVLOOP_SERVER], env={**os.environ, "LEAK_EVERY": "1"})

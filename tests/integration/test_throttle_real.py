@@ -70,9 +70,10 @@ def test_rate_cap_is_accurate_and_queues(spawn: Callable[..., Any]) -> None:
     elapsed = time.monotonic() - t0
     stats = _stop(t)
     assert oks == n  # queued, not refused
-    # 150 connections at 100/s with a burst of 1: 1.49 s at least.
-    assert elapsed >= 1.45, elapsed
-    assert n / elapsed <= 101, n / elapsed
+    # 150 connections at 100/s, a burst of 1 (and the fraction of a token saved
+    # while idle before the first): 1.48 s at least.
+    assert elapsed >= 1.47, elapsed
+    assert n / elapsed <= 102, n / elapsed
     assert n / elapsed > 80, n / elapsed  # and not much slower than the cap
     assert stats["admitted"] == n
     assert stats["refused"] == 0
