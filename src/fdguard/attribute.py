@@ -14,7 +14,7 @@ Verdicts, first match wins:
                  (active, inactive or closing): the application holds it
   fs             a file, directory or device opened by path (the fs API opens
                  files without handles), or a file object the agent lists
-  inherited      not O_CLOEXEC and the parent holds the same object
+  inherited      the parent holds the same open object (and no handle claims it)
   unowned        a socket, pipe or kernel object that no handle and no known owner
                  claims: the suspects for a leak inside libuv or native code
 
@@ -68,7 +68,7 @@ HEURISTIC_EPOLL = "epoll interest lists (a polled fd belongs to a live handle)"
 HEURISTIC_ORDER = "creation order (a loop's own fds follow its epoll fd)"
 HEURISTIC_KIND = "kinds (files and devices are opened by path, not by handles)"
 HEURISTIC_TCP = "TCP states (a never-connected socket nobody polls is a suspect)"
-HEURISTIC_CLOEXEC = "O_CLOEXEC flags and the parent's fds (inherited fds)"
+HEURISTIC_CLOEXEC = "the parent's fds and O_CLOEXEC flags (inherited fds)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +209,14 @@ def attribute(
         elif handle is not None and view is not None:
             verdict = Verdict.FS if handle.owns == OWNER_FS else Verdict.HANDLE
             v = FdVerdict(fd, verdict, _handle_evidence(handle, view, fd), True, loop_of)
-        elif cloexec(fd) is False and _same_object(fd, parent_targets):
+        elif _same_object(fd, parent_targets):
+            # The same open object in the parent: handed down at fork (or passed over
+            # a unix socket). Node marks inherited fds O_CLOEXEC at startup, so the
+            # flag alone proves nothing either way.
             used.add(HEURISTIC_CLOEXEC)
+            flag = {False: "; not O_CLOEXEC", True: "", None: ""}[cloexec(fd)]
             v = FdVerdict(fd, Verdict.INHERITED,
-                          "not O_CLOEXEC and the parent process holds the same object", True)
+                          f"the parent process holds the same object{flag}", True)
         elif loop_of is not None:
             used.add(HEURISTIC_EPOLL)
             ev = f"in the interest list of loop {loop_of}: libuv polls it for a live handle"
@@ -440,10 +444,7 @@ def explain(
                                    (f.fd not in owned and f.fd not in watched))]
     flags = _read_flags(pid, snap, want, root)
     loops = find_loops(snap, flags) if runtime is not None else LoopMap((), ())
-    no_cloexec = any(
-        not (flags.get(f.fd, FdInfo.O_CLOEXEC) & FdInfo.O_CLOEXEC) for f in snap.fds if f.fd > 2
-    )
-    parents = _parent_targets(pid, root) if no_cloexec else frozenset()
+    parents = _parent_targets(pid, root)
     fds, summary = attribute(snap, loops, handle_view, flags=flags, parent_targets=parents)
     if handle_view is not None and before is not None:
         fds, summary = _demote_newcomers(fds, summary, before)

@@ -188,6 +188,18 @@ def test_node_inotify_and_io_uring_rings_are_loop_internal(
     assert ex.summary.unexplained == 0
 
 
+def test_node_inherited_socket_from_its_parent(spawn: Callable[..., Child],
+                                               node: str) -> None:
+    parent = spawn([sys.executable, str(PROCS / "explain_parent.py"), node, NODE_SERVER,
+                    "plain"])
+    info = json.loads(parent.ready)
+    ex = explain(info["child"], view="none")
+    v = {x.fd.fd: x for x in ex.fds}
+    assert v[info["fd"]].verdict is Verdict.INHERITED
+    assert v[info["fd"]].certain
+    assert ex.summary.unexplained == 0
+
+
 def test_node_under_fdguard_run_agent(
     spawn: Callable[..., Child], node: str, native: dict[str, Path],
     agent_env: dict[str, str]

@@ -110,7 +110,7 @@ def test_view_makes_verdicts_certain_and_counts_expected() -> None:
     assert summary.confidence == "medium"  # the never-polled loop is found by order only
 
 
-def test_inherited_needs_no_cloexec_and_the_parent_holding_it() -> None:
+def test_inherited_is_what_the_parent_holds_too() -> None:
     s = snap(epoll(3), tcp(7, TcpState.LISTEN, flags=NONBLOCK), tcp(8, TcpState.CLOSE, flags=0))
     fds, _ = attribute(s, find_loops(s), None, parent_targets=frozenset({"socket:[9007]"}))
     v = {x.fd.fd: x.verdict for x in fds}
