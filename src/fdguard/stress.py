@@ -50,6 +50,7 @@ from fdguard.faults.squeeze import SqueezeResult, squeeze
 from fdguard.faults.syscall import FiuFault, SyscallFault, fiu_argv, strace_argv
 from fdguard.inspect import count, snapshot
 from fdguard.model import Fd, Snapshot
+from fdguard.procfs.cputime import read_run_state
 from fdguard.procfs.proctree import read_children
 
 WorkloadMode = Literal["request", "connect", "early-close", "reset"]
@@ -568,7 +569,12 @@ class _Running:
 
 
 def settle(pid: int, clock: Clock, settle_ms: float, timeout_s: float) -> int:
-    """The fd count of `pid` once it stopped moving for `settle_ms` (bounded by `timeout_s`)."""
+    """The fd count of `pid` once it stopped moving for `settle_ms` (bounded by `timeout_s`).
+
+    A count that holds still while the main thread is runnable ("R": work
+    queued, no CPU yet on a loaded machine) is not settled: the closes may
+    still come. An idle event loop sleeps in epoll_wait ("S").
+    """
     deadline = clock.monotonic() + timeout_s
     last = count(pid)
     stable_since = clock.monotonic()
@@ -578,8 +584,18 @@ def settle(pid: int, clock: Clock, settle_ms: float, timeout_s: float) -> int:
         if n != last:
             last, stable_since = n, clock.monotonic()
         elif (clock.monotonic() - stable_since) * 1000 >= settle_ms:
+            if _runnable(pid):
+                stable_since = clock.monotonic()
+                continue
             break
     return last
+
+
+def _runnable(pid: int) -> bool:
+    try:
+        return read_run_state(pid) == "R"
+    except NoSuchProcess:
+        return False
 
 
 BirthCertifier = Callable[[ConfigResult, Scenario], tuple[dict[str, Any], ...]]

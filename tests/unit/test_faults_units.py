@@ -16,7 +16,7 @@ from fdguard.faults import (
     fiu_argv,
     strace_argv,
 )
-from fdguard.procfs.cputime import parse_cpu_times
+from fdguard.procfs.cputime import parse_cpu_times, parse_run_state
 from fdguard.procfs.proctree import parse_children
 
 # A real /proc/PID/stat line of node (captured), with a comm holding ") (".
@@ -38,6 +38,12 @@ def test_parse_cpu_times_counts_fields_after_the_last_paren() -> None:
 def test_parse_cpu_times_rejects_truncated_lines(bad: bytes) -> None:
     with pytest.raises(ProcfsFormatError):
         parse_cpu_times(bad)
+
+
+def test_parse_run_state() -> None:
+    assert parse_run_state(STAT) == "S"
+    with pytest.raises(ProcfsFormatError):
+        parse_run_state(b"12 (x)")
 
 
 def test_parse_children() -> None:

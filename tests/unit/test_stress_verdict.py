@@ -128,6 +128,7 @@ def test_settle_waits_until_the_count_stops_moving(monkeypatch: pytest.MonkeyPat
     # The count falls while sockets close, then holds.
     script = iter([12, 11, 11, 10, *([9] * 1000)])
     monkeypatch.setattr("fdguard.stress.count", lambda _pid: next(script))
+    monkeypatch.setattr("fdguard.stress.read_run_state", lambda _pid: "S")
     assert settle(1, clock, settle_ms=100, timeout_s=5) == 9
     assert 0.1 <= clock.now < 0.2
 
@@ -136,6 +137,7 @@ def test_settle_is_bounded_when_the_count_never_settles(monkeypatch: pytest.Monk
     clock = _Clock()
     ticks = iter(range(10_000))
     monkeypatch.setattr("fdguard.stress.count", lambda _pid: next(ticks))
+    monkeypatch.setattr("fdguard.stress.read_run_state", lambda _pid: "S")
     settle(1, clock, settle_ms=100, timeout_s=2)
     assert clock.now == pytest.approx(2.0, abs=0.02)
 
@@ -150,3 +152,13 @@ def test_duration_turns_rounds_into_a_minimum_and_stays_bounded() -> None:
     assert not soak.more_rounds(10_000, 1.0)  # never unbounded
     with pytest.raises(UsageError):
         RunPolicy(duration_s=0)
+
+
+def test_settle_waits_while_the_service_is_runnable(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr("fdguard.stress.count", lambda _pid: 7)
+    # Starved for 0.5 s (runnable, count still), then idle.
+    monkeypatch.setattr("fdguard.stress.read_run_state",
+                        lambda _pid: "R" if clock.now < 0.5 else "S")
+    assert settle(1, clock, settle_ms=100, timeout_s=5) == 7
+    assert 0.5 <= clock.now < 0.7

@@ -323,6 +323,14 @@ class FaultProxy:
                     await self._delay(faults, len(data))
                     if data:
                         dst.write(data)
+                    if cut == "reset":
+                        # Reset now, before this loop runs anything else: a reply
+                        # the service sends back must not slip through first.
+                        _rst(u_writer)
+                        _rst(c_writer)
+                        end(cut)
+                        return
+                    if data:
                         await dst.drain()
                         state["up" if up else "down"] = state.get("up" if up else "down", 0) + len(
                             data

@@ -1,8 +1,10 @@
-"""Read a process's CPU time (utime + stime, all threads) from /proc/PID/stat.
+"""Read whether and how much a process runs: CPU time and run state from /proc/PID/stat.
 
-Used to tell a service that idles from one that spins on a failing accept():
-the CPU seconds it burns over a short wall-clock window. Children's times
-(cutime/cstime) are left out: a spinning loop is the process itself.
+CPU time tells a service that idles from one that spins on a failing
+accept(): the CPU seconds it burns over a short wall-clock window. Children's
+times (cutime/cstime) are left out: a spinning loop is the process itself.
+The run state ("R" runnable, "S" sleeping...) tells a service waiting for
+work from one that has work queued but no CPU yet (a loaded machine).
 """
 
 from __future__ import annotations
@@ -63,3 +65,28 @@ def read_cpu_times(pid: int, *, root: str = DEFAULT_ROOT) -> CpuTimes:
     with process_errors(pid, "stat"), open(path, "rb") as fh:
         data = fh.read()
     return parse_cpu_times(data, path)
+
+
+def read_run_state(pid: int, *, root: str = DEFAULT_ROOT) -> str:
+    """The state letter of `pid`'s main thread (field 3 of /proc/PID/stat: R, S, D, t...).
+
+    Raises:
+        NoSuchProcess, AccessDenied, ProcfsFormatError.
+    """
+    path = f"{root}/{pid}/stat"
+    with process_errors(pid, "stat"), open(path, "rb") as fh:
+        data = fh.read()
+    return parse_run_state(data, path)
+
+
+def parse_run_state(data: bytes, source: str = "stat") -> str:
+    """The state letter (field 3) of a /proc/PID/stat line.
+
+    Raises:
+        ProcfsFormatError: the line does not have the documented shape.
+    """
+    close_paren = data.rfind(b")")
+    fields = data[close_paren + 2 :].split() if close_paren >= 0 else []
+    if not fields or len(fields[0]) != 1:
+        raise ProcfsFormatError(source, 1, "no state field after '(comm)'")
+    return fields[0].decode("ascii", "replace")
