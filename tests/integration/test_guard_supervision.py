@@ -198,3 +198,41 @@ def test_the_guard_adopts_sockets_systemd_passed_to_it(spawn: Callable[..., Any]
     c.close()
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(timeout=30) == 0
+
+
+def test_the_guard_tells_systemd_and_records_restarts_in_the_store(
+    spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    import socket
+
+    from fdguard.store import Store
+
+    db = tmp_path / "fd.db"
+    (tmp_path / "run").mkdir(mode=0o700)
+    # The guard's own NOTIFY_SOCKET, as systemd sets it for a Type=notify service.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        path2 = str(tmp_path / "notify2.sock")
+        manager.bind(path2)
+        manager.settimeout(30)
+        g = spawn([sys.executable, "-m", "fdguard", "guard", "--runtime-dir",
+                   str(tmp_path / "run"), "--name", "st2", "--listen", "127.0.0.1:0",
+                   "--ready", "notify", "--store", str(db), "--", sys.executable,
+                   UVLOOP_SERVER], timeout=60, env={**os.environ, "NOTIFY_SOCKET": path2})
+        assert manager.recv(4096).startswith(b"READY=1")
+        (first,) = json.loads(g.ready)["pids"]["st2"]
+        send_command(tmp_path / "run" / "st2" / "control.sock", {"cmd": "restart"})
+        _wait(lambda: _status(tmp_path, "st2")["programs"]["st2"]["restarts"] == 1, 30,
+              "the restart")
+        g.proc.send_signal(signal.SIGTERM)
+        assert manager.recv(4096) == b"STOPPING=1"
+        assert g.proc.wait(timeout=30) == 0
+    with Store(db) as store:
+        restarts = [e for e in store.events() if e.type == "restart"]
+        targets = {t.id: t for t in store.targets()}
+    (ev,) = [e for e in restarts if e.data["program"] == "st2"]
+    assert ev.data["old_pid"] == first
+    assert targets[ev.data["old_target_id"]].ref.pid == first
+    assert ev.target_id is not None
+    assert targets[ev.target_id].ref.pid != first
+    assert targets[ev.target_id].label == "guard:st2/st2/0"
+    assert ev.data["reason"] == "on demand (control socket)"

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,8 +22,9 @@ from typing import Any
 import click
 
 from fdguard.cli.render import echo_json
-from fdguard.errors import UsageError
+from fdguard.errors import FdguardError, StoreError, UsageError
 from fdguard.guard.control import GuardNotRunning, control_path, runtime_dir, send_command
+from fdguard.guard.notify import sd_notify
 from fdguard.guard.sockets import Listener, adopt_systemd, bind, close_all
 from fdguard.guard.spec import (
     GuardConfig,
@@ -35,6 +37,8 @@ from fdguard.guard.spec import (
 from fdguard.guard.supervisor import GuardEvent, Supervisor
 from fdguard.guard.systemd import render_units
 from fdguard.guard.throttle import ThrottleProxy, ThrottleSpec, run_proxy
+from fdguard.procfs.process import ProcessDir
+from fdguard.store import Store
 
 
 class GuardGroup(click.Group):
@@ -136,13 +140,57 @@ def _bind_all(config: GuardConfig) -> dict[str, list[Listener]]:
 
 
 class _EventPrinter:
-    """Render guard events: one log line each on stderr (or JSON lines on stdout)."""
+    """Render guard events: one log line each on stderr (or JSON lines on stdout).
 
-    def __init__(self, as_json: bool, listeners: dict[str, list[Listener]]) -> None:
+    Also tells a service manager (systemd, $NOTIFY_SOCKET of the guard itself)
+    READY=1 when every program is up and STOPPING=1 on stop, and records
+    worker lifecycles in the store when one is given.
+    """
+
+    def __init__(self, as_json: bool, listeners: dict[str, list[Listener]],
+                 notify_path: str | None, store: Store | None, guard_name: str) -> None:
         self.as_json = as_json
         self.listeners = listeners
+        self.notify_path = notify_path
+        self.store = store
+        self.guard_name = guard_name
+        self.store_failed = False
+
+    def _record(self, ev: GuardEvent) -> None:
+        if self.store is None or self.store_failed or ev.pid is None:
+            return
+        if ev.kind not in ("ready", "restarted"):
+            return
+        try:
+            refs = {}
+            for pid in (ev.pid, ev.old_pid):
+                if pid is None:
+                    continue
+                with contextlib.suppress(FdguardError), ProcessDir(pid) as proc:
+                    refs[pid] = (proc.ref, proc.read_cmdline())
+            if ev.pid not in refs:
+                return
+            label = f"guard:{self.guard_name}/{ev.program}/{ev.slot}"
+            ref, cmd = refs[ev.pid]
+            tid = self.store.target_id(ref, cmd, ev.t, label)
+            data = {"program": ev.program, "slot": ev.slot, "reason": ev.reason}
+            if ev.kind == "restarted" and ev.old_pid in refs:
+                old_ref, old_cmd = refs[ev.old_pid]
+                data["old_target_id"] = self.store.target_id(old_ref, old_cmd, ev.t, label)
+                data["old_pid"] = ev.old_pid
+            self.store.add_event(tid, ev.t, "restart" if ev.kind == "restarted" else "start",
+                                 data)
+        except StoreError as err:
+            # The guard keeps the service up whatever happens to its records.
+            self.store_failed = True
+            click.echo(f"fdguard guard: warning: recording stopped: {err}", err=True)
 
     def __call__(self, ev: GuardEvent) -> None:
+        self._record(ev)
+        if ev.kind == "up":
+            sd_notify(b"READY=1\nSTATUS=all programs ready", self.notify_path)
+        elif ev.kind == "stop":
+            sd_notify(b"STOPPING=1", self.notify_path)
         if self.as_json:
             click.echo(json.dumps(ev.to_json()))
         else:
@@ -188,6 +236,8 @@ class _EventPrinter:
 @click.option("--runtime-dir", type=click.Path(file_okay=False),
               help="Base directory for the control socket (default $XDG_RUNTIME_DIR/fdguard).")
 @click.option("--log-json", is_flag=True, help="Every event as one JSON line on stdout.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False),
+              help="Record worker starts and restarts (linking old and new) in this store.")
 @click.option("--print-systemd", is_flag=True,
               help="Print a .socket and .service unit running this guard, and exit.")
 def run(
@@ -210,6 +260,7 @@ def run(
     backoff: float,
     runtime_dir: str | None,
     log_json: bool,
+    store_path: str | None,
     print_systemd: bool,
 ) -> None:
     """Run CMD (or the programs of --config) and restart workers gracefully on triggers.
@@ -244,19 +295,24 @@ def run(
             pass
         else:
             raise UsageError(f"a guard named {config.name} is already running ({ctl})")
+    # systemd's NOTIFY_SOCKET is for the guard itself (the workers get the guard's own).
+    notify_path = os.environ.get("NOTIFY_SOCKET")
     listeners = _bind_all(config)
+    store = Store(store_path) if store_path else None
     try:
         logging.getLogger("fdguard.guard").propagate = False
         sup = Supervisor(
             config,
             listeners,
             runtime_dir=rdir,
-            on_event=_EventPrinter(log_json, listeners),
+            on_event=_EventPrinter(log_json, listeners, notify_path, store, config.name),
             reap_all=True,
         )
         status = sup.run()
     finally:
         close_all([ls for lst in listeners.values() for ls in lst])
+        if store is not None:
+            store.close()
     if status:
         raise click.exceptions.Exit(status)
 

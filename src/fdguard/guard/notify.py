@@ -85,3 +85,20 @@ class NotifySocket:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def sd_notify(message: bytes, path: str | None) -> bool:
+    """Send one sd_notify datagram to `path` (a NOTIFY_SOCKET value; '@' is abstract).
+
+    Returns False when there is no socket to tell or it is gone: telling the
+    service manager is best effort, as with sd_notify(3).
+    """
+    if not path:
+        return False
+    addr = "\0" + path[1:] if path.startswith("@") else path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        try:
+            s.sendto(message, addr)
+        except OSError:
+            return False
+    return True

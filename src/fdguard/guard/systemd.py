@@ -62,7 +62,10 @@ def render_units(
     svc += [
         "",
         "[Service]",
-        "Type=simple",
+        # The guard tells systemd READY=1 once every program is ready, and
+        # STOPPING=1 when it drains (sd_notify to $NOTIFY_SOCKET).
+        "Type=notify",
+        "NotifyAccess=main",
         f"ExecStart={shlex.join(guard_argv)}",
         "ExecReload=/bin/kill -HUP $MAINPID",
         # The guard drains its workers on SIGTERM; only it is signalled (mixed),
