@@ -124,6 +124,18 @@ def test_a_crash_in_the_scenario_is_a_result_with_its_signal() -> None:
     assert r.version == "1.44.2"  # the child got as far as setup before aborting
 
 
+def test_enomem_sweep_through_loop_init_aborts_on_1_44_and_is_handled_on_1_52() -> None:
+    # uv_replace_allocator with a malloc failing on the Nth call, N = iteration.
+    old = run_scenario("loop-init-enomem", resolve("system"), iterations=N)
+    new = run_scenario("loop-init-enomem", resolve("uvloop"), iterations=N)
+    assert old.verdict is Verdict.CRASH
+    assert old.signal == "SIGABRT"
+    assert old.outcomes[0] == "init=ENOMEM (allocation failed)"
+    assert new.verdict is Verdict.NO_LEAK
+    assert new.outcomes[0] == "init=ENOMEM (allocation failed)"
+    assert new.exit_status == 0
+
+
 def test_a_hanging_scenario_is_killed_and_reported(tmp_path: Path) -> None:
     # A fake libuv whose uv_loop_init never returns.
     root = write_fake_libuv(tmp_path / "hang", leaky=False)

@@ -28,6 +28,7 @@ import signal
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from fdguard.errors import LabUnsupported
 from fdguard.lab import binding as b
@@ -74,6 +75,7 @@ class Ctx:
     loop: int = 0
     state: dict[str, object] = field(default_factory=dict)
     holders: list[socket.socket] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def init_loop(self) -> None:
         self.loop = self.uv.new_loop()
@@ -154,6 +156,9 @@ class Ctx:
                         conn.close()
 
     def teardown(self) -> None:
+        for fn in reversed(self.cleanups):
+            fn()
+        self.cleanups.clear()
         for s in self.holders:
             s.close()
         self.holders.clear()
@@ -727,7 +732,7 @@ def _async(ctx: Ctx) -> str:
 # -- spawn -----------------------------------------------------------------
 
 
-def _spawn(ctx: Ctx, file: str) -> tuple[int, list[int]]:
+def _spawn(ctx: Ctx, file: str, free: int | None = None) -> tuple[int, list[int]]:
     uv = ctx.uv
     proc = uv.new_handle(b.HandleType.PROCESS)
     out = uv.new_handle(b.HandleType.NAMED_PIPE)
@@ -751,7 +756,11 @@ def _spawn(ctx: Ctx, file: str) -> tuple[int, list[int]]:
     opts.stdio_count = 3
     opts.stdio = stdio
     uv.keep((stdio, args, opts))
-    rc = int(uv.uv_spawn(ctx.loop, proc, ctypes.byref(opts)))
+    if free is None:
+        rc = int(uv.uv_spawn(ctx.loop, proc, ctypes.byref(opts)))
+    else:
+        with ctx.squeeze(free):
+            rc = int(uv.uv_spawn(ctx.loop, proc, ctypes.byref(opts)))
     if rc != 0:
         uv.close(proc)
     uv.close(out)
@@ -823,3 +832,167 @@ def _load_unload(ctx: Ctx) -> str:
     finally:
         os.unlink(copy)
     return f"init={rc} dlclose={unloaded}"
+
+
+# -- EMFILE on every fd-creating call ------------------------------------------------
+
+
+@scenario("tcp-connect-emfile", "tcp", "error",
+          "uv_tcp_connect with no free fd: the socket cannot be created (EMFILE)",
+          setup=_hold_refusing_port)
+def _tcp_connect_emfile(ctx: Ctx) -> str:
+    uv = ctx.uv
+    tcp = uv.new_handle(b.HandleType.TCP)
+    req = uv.new_req(b.ReqType.CONNECT)
+    seen: list[int] = []
+    ctx.check("uv_tcp_init", uv.uv_tcp_init(ctx.loop, tcp))
+    addr = uv.ip4("127.0.0.1", int(ctx.state["port"]))  # type: ignore[call-overload]
+    with ctx.squeeze(0):
+        rc = uv.uv_tcp_connect(req, tcp, addr,
+                               _cb(ctx, b.ConnectCb, lambda _r, st: seen.append(st)))
+    ctx.close_and_run(tcp)
+    ctx.run()
+    return f"connect={uv.err_name(rc)} cb={','.join(uv.err_name(s) for s in seen)}"
+
+
+@scenario("udp-bind-emfile", "udp", "error",
+          "uv_udp_bind with no free fd: the socket cannot be created (EMFILE)")
+def _udp_bind_emfile(ctx: Ctx) -> str:
+    uv = ctx.uv
+    udp = uv.new_handle(b.HandleType.UDP)
+    ctx.check("uv_udp_init", uv.uv_udp_init(ctx.loop, udp))
+    addr = uv.ip4("127.0.0.1", 0)
+    with ctx.squeeze(0):
+        rc = uv.uv_udp_bind(udp, addr, 0)
+    ctx.close_and_run(udp)
+    return f"bind={uv.err_name(rc)}"
+
+
+@scenario("pipe-connect-emfile", "pipe", "error",
+          "uv_pipe_connect with no free fd (EMFILE), to a listening uv pipe server",
+          setup=_pipe_server)
+def _pipe_connect_emfile(ctx: Ctx) -> str:
+    uv = ctx.uv
+    pipe = uv.new_handle(b.HandleType.NAMED_PIPE)
+    req = uv.new_req(b.ReqType.CONNECT)
+    seen: list[int] = []
+    ctx.check("uv_pipe_init", uv.uv_pipe_init(ctx.loop, pipe, 0))
+    cb = _cb(ctx, b.ConnectCb, lambda _r, st: seen.append(st))
+    with ctx.squeeze(0):
+        uv.uv_pipe_connect(req, pipe, str(ctx.state["path"]).encode(), cb)
+    for _ in range(100):
+        if seen:
+            break
+        ctx.run(b.UV_RUN_NOWAIT)
+    ctx.close_and_run(pipe)
+    return "connect=" + ",".join(uv.err_name(s) for s in seen)
+
+
+@scenario("fs-event-emfile", "fs_event", "error",
+          "uv_fs_event_start on a fresh loop with no free fd: the inotify fd cannot be created",
+          shared_loop=False)
+def _fs_event_emfile(ctx: Ctx) -> str:
+    uv = ctx.uv
+    ctx.init_loop()
+    h = uv.new_handle(b.HandleType.FS_EVENT)
+    ctx.check("uv_fs_event_init", uv.uv_fs_event_init(ctx.loop, h))
+    cb = _cb(ctx, b.FsEventCb, _noop_fs_event)
+    with ctx.squeeze(0):
+        rc = uv.uv_fs_event_start(h, cb, ctx.workdir.encode(), 0)
+    ctx.close_and_run(h)
+    close_rc = uv.uv_loop_close(ctx.loop)
+    return f"start={uv.err_name(rc)} loop_close={uv.err_name(close_rc)}"
+
+
+@scenario("spawn-emfile", "spawn", "error",
+          "uv_spawn with a stdout pipe and one free fd: the pipe pair cannot be made",
+          "uv_spawn fails with EMFILE and closes every fd it made")
+def _spawn_emfile(ctx: Ctx) -> str:
+    true = shutil.which("true") or "/bin/true"
+    rc, exits = _spawn(ctx, true, free=1)
+    return f"spawn={ctx.uv.err_name(rc)} exit={exits}"
+
+
+# -- ENOMEM ----------------------------------------------------------------------
+
+
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.realloc.restype = ctypes.c_void_p
+_libc.realloc.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.calloc.restype = ctypes.c_void_p
+_libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+_libc.free.restype = None
+_libc.free.argtypes = [ctypes.c_void_p]
+
+
+class FailingAllocator:
+    """libc's allocator, except that the Nth allocation after `arm(n)` returns NULL."""
+
+    def __init__(self) -> None:
+        self.countdown = 0
+        self.failed = 0
+
+    def _fail(self) -> bool:
+        if self.countdown <= 0:
+            return False
+        self.countdown -= 1
+        if self.countdown == 0:
+            self.failed += 1
+            return True
+        return False
+
+    def install(self, uv: b.Libuv) -> None:
+        fns = (
+            b.MallocFn(lambda n: None if self._fail() else _libc.malloc(n)),
+            b.ReallocFn(lambda p, n: None if self._fail() else _libc.realloc(p, n)),
+            b.CallocFn(lambda c, n: None if self._fail() else _libc.calloc(c, n)),
+            b.FreeFn(_libc.free),
+        )
+        uv.keep(fns)
+        if uv.uv_replace_allocator(*fns) != 0:
+            raise LabUnsupported("uv_replace_allocator refused the allocator")
+
+    @staticmethod
+    def uninstall(uv: b.Libuv) -> None:
+        """Hand libuv libc's own functions again: libuv frees memory at exit, after the
+        interpreter's callbacks are gone."""
+        def addr(fn: Any) -> int:
+            return int(ctypes.cast(fn, ctypes.c_void_p).value or 0)
+
+        uv.uv_replace_allocator(
+            b.MallocFn(addr(_libc.malloc)), b.ReallocFn(addr(_libc.realloc)),
+            b.CallocFn(addr(_libc.calloc)), b.FreeFn(addr(_libc.free)),
+        )
+
+    def arm(self, n: int) -> None:
+        self.countdown = n
+
+
+def _install_allocator(ctx: Ctx) -> None:
+    alloc = FailingAllocator()
+    alloc.install(ctx.uv)
+    ctx.cleanups.append(lambda: FailingAllocator.uninstall(ctx.uv))
+    ctx.state["alloc"] = alloc
+    _warm_loop(ctx)
+
+
+@scenario("loop-init-enomem", "loop", "error",
+          "uv_loop_init with the Nth allocation failing (N = iteration: the failure point sweeps "
+          "through init)",
+          "uv_loop_init returns ENOMEM (or succeeds once N is past its allocations) and closes "
+          "what it opened",
+          setup=_install_allocator, min_version="1.6.0", shared_loop=False)
+def _loop_init_enomem(ctx: Ctx) -> str:
+    alloc: FailingAllocator = ctx.state["alloc"]  # type: ignore[assignment]
+    n = int(ctx.state.get("n", 0)) + 1  # type: ignore[call-overload]
+    ctx.state["n"] = n
+    loop = ctx.uv.new_loop()
+    before = alloc.failed
+    alloc.arm(n)
+    rc = ctx.uv.uv_loop_init(loop)
+    alloc.arm(0)
+    hit = alloc.failed > before
+    if rc == 0:
+        ctx.uv.uv_loop_close(loop)
+    return f"init={ctx.uv.err_name(rc)}" + (" (allocation failed)" if hit else "")
