@@ -144,3 +144,11 @@ def test_parse_report_main_and_worker_handles() -> None:
     assert by_fd[30].detail == "[worker 0]"
     assert len(view.handles) == 4  # the loop entry is no handle
     assert view.versions == {"uv": "1.46.0", "node": "v20.20.2"}
+
+
+def test_parse_nspid_innermost() -> None:
+    from fdguard.procfs.maps import parse_nspid
+
+    assert parse_nspid(b"Name:\tnode\nNSpid:\t4242\t17\n") == 17
+    assert parse_nspid(b"Name:\tnode\nNSpid:\t4242\n") == 4242
+    assert parse_nspid(b"Name:\tnode\n") is None

@@ -214,3 +214,30 @@ def read_uids(pid: int, *, root: str = DEFAULT_ROOT) -> tuple[int, int]:
             return parse_uids(read_file_at(dir_fd, "status"))
         finally:
             os.close(dir_fd)
+
+
+def parse_nspid(data: bytes) -> int | None:
+    """The PID a process has in its own (innermost) PID namespace, from /proc/PID/status."""
+    for line in data.split(b"\n"):
+        if line.startswith(b"NSpid:"):
+            parts = line.split()[1:]
+            try:
+                return int(parts[-1]) if parts else None
+            except ValueError:
+                return None
+    return None
+
+
+def read_nspid(pid: int, *, root: str = DEFAULT_ROOT) -> int:
+    """The PID `pid` knows itself by (differs inside a container's PID namespace).
+
+    Raises:
+        NoSuchProcess, AccessDenied.
+    """
+    with process_errors(pid, "status"):
+        dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            inner = parse_nspid(read_file_at(dir_fd, "status"))
+        finally:
+            os.close(dir_fd)
+    return inner if inner is not None else pid

@@ -15,7 +15,7 @@ import stat
 from typing import Any
 
 from fdguard.errors import FdguardError
-from fdguard.procfs.maps import read_environ, read_uids, same_root, stat_in_root
+from fdguard.procfs.maps import read_environ, read_nspid, read_uids, same_root, stat_in_root
 from fdguard.procfs.process import DEFAULT_ROOT
 from fdguard.runtimes.handles import OWNER_HANDLE, Handle, HandleView
 from fdguard.runtimes.node_report import parse_report
@@ -39,7 +39,9 @@ def agent_socket_path(pid: int, *, root: str = DEFAULT_ROOT) -> str:
         env = {}
     _, euid = read_uids(pid, root=root)
     directory = env.get("FDGUARD_AGENT_DIR") or f"/tmp/fdguard-{euid}"
-    return f"{directory}/{pid}.sock"
+    # The agent names its socket by the PID it knows itself by: inside a container
+    # that is its PID in the container's namespace, not ours.
+    return f"{directory}/{read_nspid(pid, root=root)}.sock"
 
 
 def _view_from(doc: dict[str, Any]) -> HandleView:
@@ -128,8 +130,7 @@ def query_agent(pid: int, *, root: str = DEFAULT_ROOT, timeout: float = 10.0) ->
         raise AgentUnavailable(f"the agent of pid {pid} sent malformed JSON") from err
     if not isinstance(doc, dict):
         raise AgentUnavailable(f"the agent of pid {pid} sent no JSON object")
-    # In our PID namespace only: a containerised agent knows its own, different PID.
-    if target == path and doc.get("pid") not in (pid, None):
+    if doc.get("pid") not in (read_nspid(pid, root=root), None):
         raise AgentUnavailable(f"the agent socket {path} answers for another process")
     return _view_from(doc)
 

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fdguard.errors import FdguardError
-from fdguard.procfs.maps import read_environ, read_in_root, read_uids, stat_in_root
+from fdguard.procfs.maps import (
+    read_environ,
+    read_in_root,
+    read_nspid,
+    read_uids,
+    stat_in_root,
+)
 from fdguard.procfs.process import DEFAULT_ROOT
 
 
@@ -67,7 +73,7 @@ def published_path(pid: int, *, root: str = DEFAULT_ROOT) -> str:
         env = {}
     _, euid = read_uids(pid, root=root)
     directory = env.get("FDGUARD_AGENT_DIR") or f"/tmp/fdguard-{euid}"
-    return f"{directory}/{pid}.expected.json"
+    return f"{directory}/{read_nspid(pid, root=root)}.expected.json"
 
 
 def read_published(pid: int, *, root: str = DEFAULT_ROOT) -> Published | None:
