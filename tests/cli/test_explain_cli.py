@@ -67,6 +67,7 @@ def test_explain_human_output_groups_and_flags_unowned(
     assert "confidence low" in res.output
     assert "no handle view: verdicts rest on heuristics" in res.output
     assert "3 fds  file" in res.output
+    assert "=> 3 file(s) opened by path and still open" in res.output
 
 
 def test_explain_view_report_refused_without_report_on_signal(

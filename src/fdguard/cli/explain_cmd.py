@@ -10,6 +10,7 @@ from rich.table import Table
 from fdguard.attribute import VIEW_MODES, Explanation, FdVerdict, Verdict, explain
 from fdguard.cli.render import console, echo_json
 from fdguard.errors import UsageError
+from fdguard.model import TcpState
 
 _ORDER = [Verdict.UNOWNED, Verdict.INHERITED, Verdict.FS, Verdict.HANDLE, Verdict.STDIO,
           Verdict.LOOP_INTERNAL]
@@ -29,6 +30,29 @@ def _runtime_line(ex: Explanation) -> str:
 def _group_key(v: FdVerdict) -> tuple[str, str, str, str]:
     state = v.fd.state.value if v.fd.state else ""
     return v.verdict.value, v.fd.kind.value, state, v.role or ""
+
+
+def headlines(ex: Explanation) -> list[str]:
+    """What the engineer on call reads first: whose fds these are, in a few lines."""
+    out = []
+    unowned = [v for v in ex.fds if v.verdict is Verdict.UNOWNED]
+    if unowned:
+        sure = "" if all(v.certain for v in unowned) else " (heuristic)"
+        out.append(f"{len(unowned)} fd(s) no handle owns{sure}: the suspects for a leak inside "
+                   "libuv or native code (fds " + ", ".join(str(v.fd.fd) for v in unowned[:10])
+                   + (" ..." if len(unowned) > 10 else "") + ")")
+    closewait = sum(1 for v in ex.fds
+                    if v.verdict is Verdict.HANDLE and v.fd.state is TcpState.CLOSE_WAIT)
+    if closewait:
+        out.append(f"{closewait} socket(s) in CLOSE-WAIT held by the application's handles: "
+                   "peers hung up and the application never closed them")
+    files = sum(1 for v in ex.fds if v.verdict is Verdict.FS)
+    if files:
+        out.append(f"{files} file(s) opened by path and still open (fs API or open()); "
+                   "no handle tracks them")
+    if not out:
+        out.append("every fd is accounted for: libuv's own, handles, files or stdio")
+    return out
 
 
 def render_human(ex: Explanation, show_all: bool) -> None:
@@ -54,6 +78,8 @@ def render_human(ex: Explanation, show_all: bool) -> None:
     )
     out.print("by verdict: " + ", ".join(f"{k} {n}" for k, n in s.by_verdict.items()),
               markup=False)
+    for line in headlines(ex):
+        out.print(f"=> {line}", markup=False)
     for b in s.basis:
         out.print(f"  basis: {b}", markup=False)
     for note in ex.notes:
