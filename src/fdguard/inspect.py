@@ -52,7 +52,7 @@ def _read_info(proc: ProcessDir, fd: int, kind: FdKind) -> FdInfo | None:
 # Above this many fds, the socket tables are dumped in a thread while fd links are
 # read (see SocketResolver.prefetch); below it everything is fast anyway and a
 # speculative dump of a busy host's tables would cost more than it saves.
-PREFETCH_MIN_FDS = 10**9
+PREFETCH_MIN_FDS = 1000
 
 _ANON = {
     "anon_inode:[eventpoll]": FdKind.EPOLL,

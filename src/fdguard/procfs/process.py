@@ -21,6 +21,12 @@ from fdguard.errors import NoSuchProcess, ProcfsFormatError
 from fdguard.model import Limits, ProcessRef
 from fdguard.procfs._oserror import process_errors, translate
 
+try:
+    # Optional C loop over readlinkat with the GIL released (see _speedups.c).
+    from fdguard import _speedups
+except ImportError:  # not compiled here: the pure-Python loop below does the same
+    _speedups = None  # type: ignore[assignment]
+
 DEFAULT_ROOT = "/proc"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -258,6 +264,12 @@ class ProcessDir:
         they read; the same race rules apply.
         """
         fd_dir = self.fd_dir
+        if _speedups is not None:
+            try:
+                yield from _speedups.read_fd_links(fd_dir)
+            except OSError as err:
+                raise translate(err, self.pid, "fd") from err
+            return
         with process_errors(self.pid, "fd"):
             names = os.listdir(fd_dir)
         readlink = os.readlink
