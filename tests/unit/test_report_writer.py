@@ -123,6 +123,12 @@ def test_report_from_a_store_has_every_section_in_order(
     positions = [md.index(f"\n## {s}\n") for s in SECTIONS]
     assert positions == sorted(positions)
 
+    # At a glance, before the sections: runtime, growth, the biggest leaked group.
+    glance = md[md.index("At a glance:"):positions[0]]
+    assert "- libuv 1.46.0 in node (node v20); " in glance
+    assert "20 -> 318 open fds (soft limit 1024); +7200 fds/hour; most are file" in glance
+    assert "Biggest group of leaked fds: 6 from openat in uv__fs_work; verdict application." \
+        in glance
     # libuv version and the known fixes it carries.
     assert "| libuv version | 1.46.0 |" in md
     assert "Known libuv fd-leak fixes" in md

@@ -143,6 +143,50 @@ def _growth_line(g: Growth) -> str:
     return f"{rate}; {eta} ({g.source}{extra}{when})"
 
 
+def at_a_glance(report: Report) -> list[str]:
+    """The few lines a maintainer triaging many reports reads first (each from a
+    section below; none when its source is missing)."""
+    out = []
+    rt = report.runtime
+    if rt is not None:
+        extra = ", ".join(f"{k} {v}" for k, v in sorted(rt.versions.items()))
+        osname = report.platform.os_name or "unknown OS"
+        out.append(f"libuv {rt.libuv_version or 'unknown'} in {rt.name}"
+                   + (f" ({extra})" if extra else "")
+                   + f"; {osname}, kernel {report.platform.facts.kernel_release or '?'}, "
+                   f"{report.platform.facts.arch or '?'}.")
+    obs = report.observed
+    if obs is not None:
+        growth = obs.detector or obs.fit
+        kinds = ", ".join(f"{k} {n}" for k, n in list(obs.worst_by_kind.items())[:3])
+        out.append(f"{obs.first_count} -> {obs.peak_count} open fds"
+                   + (f" (soft limit {obs.soft_limit})" if obs.soft_limit else "")
+                   + (f"; {growth.rate_per_hour:+.0f} fds/hour" if growth and
+                      growth.rate_per_hour is not None else "")
+                   + (f"; most are {kinds}" if kinds else "") + ".")
+    tr = report.trace
+    if tr is not None and tr.groups:
+        g = tr.groups[0]
+        out.append(f"Biggest group of leaked fds: {g.count} from {g.syscall or '?'}"
+                   + (f" in {g.libuv_function}" if g.libuv_function else "")
+                   + f"; verdict {g.verdict}.")
+    k = report.known
+    if k is not None:
+        # Only a fitting signature is worth the top of the report; weak matches
+        # stay in the table below, where their evidence is.
+        best = next((c for c in k.candidates
+                     if str(c.get("assessment", "")).startswith("hypothesis")), None)
+        if best is not None:
+            out.append(f"Known libuv bug that fits: {best['id']} (fixed in "
+                       f"{best['fixed_in']}).")
+        elif k.carried and k.candidates:
+            out.append(f"None of the {len(k.carried)} known libuv fd bugs {k.version} "
+                       "carries fits what grows.")
+        elif not k.carried:
+            out.append(f"libuv {k.version} carries no known fd bug.")
+    return out
+
+
 def _missing(what: str) -> Para:
     return Para(f"Not available: {what}. See the checklist at the end.")
 
@@ -161,6 +205,10 @@ def layout(report: Report, charts: Sequence[Chart]) -> list[Block]:
     if t.command:
         intro.append("Command: `" + " ".join(t.command)[:300] + "`.")
     b.append(Para(" ".join(intro)))
+    glance = at_a_glance(report)
+    if glance:
+        b.append(Para("At a glance:"))
+        b.append(Bullets(tuple(glance)))
 
     # 1. libuv version and runtime
     b.append(Heading(2, SECTIONS[0]))
