@@ -80,14 +80,16 @@ def start_guard(spawn: Callable[..., Any], tmp_path: Path, *args: str, name: str
 
 
 def start_load(spawn: Callable[..., Any], addr: str, *args: str) -> Any:
-    # Its readiness line ('ready', on stderr) is not waited for: stdout gets the summary.
-    return spawn([sys.executable, LOAD, addr, *args], ready=False)
+    # Waits for its first line ('ready': a first response came back); the summary follows.
+    return spawn([sys.executable, LOAD, addr, *args], timeout=60)
 
 
 def finish_load(load: Any) -> dict[str, Any]:
     load.proc.send_signal(signal.SIGINT)
-    out, _ = load.proc.communicate(timeout=30)
-    doc: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    out, err = load.proc.communicate(timeout=30)
+    lines = out.decode().strip().splitlines()
+    assert lines, f"the load generator printed no summary: {err.decode()[-2000:]}"
+    doc: dict[str, Any] = json.loads(lines[-1])
     return doc
 
 
@@ -162,6 +164,24 @@ def test_kill_9_of_the_guard_leaves_no_worker_behind(
     os.kill(g.pid, signal.SIGKILL)
     g.child.proc.wait(timeout=10)
     assert wait_gone(pids) == [], "workers outlived the guard"
+
+
+@pytest.mark.node
+def test_kill_9_of_the_guard_mid_restart_under_load_leaves_no_worker_behind(
+    spawn: Callable[..., Any], tmp_path: Path, node: str
+) -> None:
+    g = start_guard(spawn, tmp_path, "--workers", "2", "--", node, NODE_SERVER)
+    load = start_load(spawn, g.address, "--connections", "4", "--duration", "60",
+                      "--rate", "500")
+    send_command(g.ctl, {"cmd": "restart"})
+    g.wait(lambda p: any(w["state"] == "starting" for w in p["workers"]), 30,
+           "a worker starting")
+    pids = [w["pid"] for w in g.program()["workers"]]
+    assert len(pids) == 3  # two serving, one starting
+    os.kill(g.pid, signal.SIGKILL)
+    g.child.proc.wait(timeout=10)
+    assert wait_gone(pids) == [], "workers outlived the guard"
+    finish_load(load)
 
 
 def test_fd_count_stays_below_the_limit_where_it_would_hit_emfile(

@@ -8,8 +8,8 @@ prints one JSON line: requests, ok, failures by kind (connect, reset, eof
 before a full response, timeout, http status != 200), and latency percentiles.
 A response with `Connection: close` is not a failure: the connection is
 re-opened, as any HTTP client does. With --samples, every request is written
-as `t_start,latency_s,ok` for windowed analysis. Prints `ready` on stderr
-once the first response has arrived.
+as `t_start,latency_s,ok` for windowed analysis. Prints `ready` first, once
+the first response has arrived (SIGINT is handled from then on).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import signal
-import sys
 import time
 from collections import Counter
 
@@ -92,6 +91,9 @@ async def worker(host: str, port: int, st: Stats, stop: asyncio.Event, bound: in
         except OSError as err:
             st.fail[f"io:{type(err).__name__}"] += 1
             close = True
+        except (ValueError, IndexError, asyncio.LimitOverrunError):
+            st.fail["bad-response"] += 1
+            close = True
         lat = time.monotonic() - m0
         if ok:
             st.lat.append(lat)
@@ -131,7 +133,7 @@ async def main() -> None:
 
     async def announce() -> None:
         await st.first.wait()
-        print("ready", file=sys.stderr, flush=True)
+        print("ready", flush=True)
 
     ann = asyncio.create_task(announce())
     t0 = time.monotonic()
