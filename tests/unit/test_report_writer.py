@@ -167,6 +167,15 @@ def test_report_from_a_store_has_every_section_in_order(
     assert not re.search(r'src="(?!data:)', html)
     assert "<b>&gt;&gt; uv__fs_work" in html
 
+    # The facts for tools, in JSON.
+    doc = json.loads((out.markdown.parent / "report.json").read_text())
+    assert doc["runtime"]["libuv_version"] == "1.46.0"
+    assert doc["observed"]["samples"] == 300
+    assert doc["observed"]["detector"]["rate_per_hour"] == 7200.0
+    assert doc["trace"]["groups"][0]["libuv_function"] == "uv__fs_work"
+    assert {c["what"]: c["present"] for c in doc["checklist"]}["error logs"] is True
+    assert "carol" not in json.dumps(doc)
+
     # The GitHub body is within the limit and points at the chart file.
     assert out.github is not None
     body = out.github.read_text()

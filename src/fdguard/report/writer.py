@@ -21,10 +21,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from fdguard.report.charts import Chart, draw
 from fdguard.report.collect import Growth, Report
@@ -624,12 +626,89 @@ def fit_github(blocks: Sequence[Block], budget: int = GITHUB_BUDGET
     return body, attachments
 
 
+# -- JSON -------------------------------------------------------------------------------------
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """The report's facts for tools (triage bots, dashboards): `report.json`."""
+    obs = report.observed
+
+    def growth(g: Growth | None) -> dict[str, Any] | None:
+        if g is None:
+            return None
+        return {"rate_per_hour": g.rate_per_hour, "eta_seconds": g.eta_seconds,
+                "confidence": g.confidence, "detected_at": g.detected_at, "source": g.source}
+
+    rt = report.runtime
+    doc: dict[str, Any] = {
+        "title": report.title,
+        "generated_at": report.generated_at,
+        "target": {"pid": report.target.pid, "command": list(report.target.command),
+                   "label": report.target.label, "alive": report.target.alive,
+                   "pids": list(report.target.pids)},
+        "runtime": None if rt is None else {
+            "name": rt.name, "libuv_version": rt.libuv_version, "linkage": rt.linkage,
+            "path": rt.path, "versions": dict(rt.versions)},
+        "known": None if report.known is None else {
+            "version": report.known.version,
+            "carried": [b["id"] for b in report.known.carried],
+            "upgrade_to": report.known.upgrade_to,
+            "candidates": [{"id": c["id"], "score": c["score"], "assessment": c["assessment"]}
+                           for c in report.known.candidates]},
+        "platform": dict(report.platform.rows()),
+        "observed": None if obs is None else {
+            "samples": obs.samples, "first_t": obs.first_t, "last_t": obs.last_t,
+            "first_count": obs.first_count, "last_count": obs.last_count,
+            "peak_count": obs.peak_count, "peak_t": obs.peak_t, "soft_limit": obs.soft_limit,
+            "detector": growth(obs.detector), "fit": growth(obs.fit),
+            "worst_t": obs.worst_t, "worst_by_kind": obs.worst_by_kind,
+            "worst_by_tcp_state": obs.worst_by_state,
+            "alerts": [{"t": a.t, "rule": a.rule, "state": a.state} for a in obs.alerts],
+            "restarts": [{"t": t, "old_pid": a, "new_pid": b} for t, a, b in obs.restarts]},
+        "explain": None if report.explain is None else {
+            "summary": report.explain.summary,
+            "groups": [{"verdict": v, "kind": k, "state": st or None, "count": n,
+                        "certain": c} for v, k, st, n, _e, _fd, c in report.explain.rows]},
+        "trace": None if report.trace is None else {
+            "mode": report.trace.mode, "window_s": report.trace.window_s,
+            "created": report.trace.created, "closed": report.trace.closed,
+            "open_at_end": report.trace.open_at_end,
+            "groups": [{"count": g.count, "kinds": g.kinds, "syscall": g.syscall,
+                        "libuv_function": g.libuv_function, "verdict": g.verdict,
+                        "frames": [{"label": lbl, "origin": o} for lbl, o in g.frames]}
+                       for g in report.trace.groups]},
+        "reproducer": None if report.reproducer is None else {
+            "source": report.reproducer.source,
+            "files": [f.name for f in report.reproducer.files],
+            "build": list(report.reproducer.build), "run": list(report.reproducer.run)},
+        "lab_runs": list(report.lab_runs),
+        "stress": None if report.stress is None else {
+            "scenario": report.stress.scenario, "leaking": list(report.stress.leaking)},
+        "mitigation": list(report.mitigation),
+        "error_log_lines": len(report.logs),
+        "checklist": [{"what": c.what, "present": c.present} for c in report.checklist],
+        "redacted": report.redactor.summary().to_json(),
+    }
+    scrubbed: dict[str, Any] = _scrub_json(doc, report)
+    return scrubbed
+
+
+def _scrub_json(value: Any, report: Report) -> Any:
+    if isinstance(value, str):
+        return report.redactor.redact_secrets(value)
+    if isinstance(value, dict):
+        return {k: _scrub_json(v, report) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_json(v, report) for v in value]
+    return value
+
+
 # -- the facade ------------------------------------------------------------------------------
 
 
 def write_report(report: Report, out_dir: str | Path, *, github: bool = False) -> Written:
-    """Write report.md, report.html (self-contained), the charts (PNG and SVG) and,
-    with `github`, issue.md and attachments/ into `out_dir` (created if needed)."""
+    """Write report.md, report.html (self-contained), report.json, the charts (PNG and
+    SVG) and, with `github`, issue.md and attachments/ into `out_dir` (created if needed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     charts: list[Chart] = []
@@ -651,6 +730,8 @@ def write_report(report: Report, out_dir: str | Path, *, github: bool = False) -
     md_path.write_text(md, encoding="utf-8")
     html_path = out / "report.html"
     html_path.write_text(to_html(blocks, report.title), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report_json(report), indent=1) + "\n",
+                                     encoding="utf-8")
     gh_path = None
     att_paths: list[Path] = []
     if github:
@@ -687,6 +768,7 @@ __all__ = [
     "Written",
     "fit_github",
     "layout",
+    "report_json",
     "to_html",
     "to_markdown",
     "write_report",
