@@ -1,12 +1,16 @@
 """fdguard lab against real libuvs: Debian's 1.44.2, uvloop's bundled 1.52.1, and releases built
-from the libuv that uvloop sdists on PyPI vendor (1.20.3 with the Makefile.am source list, 1.22.0
+from the libuv that uvloop sdists on PyPI vendor (1.20.3 with the Makefile.am source list, 1.48.0
 with cmake), each in a real child process; builds go to a cache directory the tests create.
 
 Known ground truth from libuv's history (see fdguard.known's base):
 - loop-init-epoll-leak: a uv_loop_init that fails after creating its epoll fd leaks it; fixed
   in 1.51.0. Debian's 1.44.2 has it, uvloop 0.23's 1.52.1 does not.
 - signal-pipe-unload-leak: unloading libuv.so left its global signal lock pipe open (two fds
-  per load/unload); fixed in 1.21.0. 1.20.3 has it, 1.22.0 does not.
+  per load/unload); fixed in 1.21.0. 1.20.3 has it, 1.48.0 does not.
+- scm-rights-error-path-leak: when queueing fds received over an IPC pipe fails (ENOMEM), the
+  rest of the message's fds leak; fixed in 1.49.0 (4fce06ec9). The lab finds it in 1.46 and 1.48
+  but not in 1.44.2: 1.44.2's error path closed pi[i]; the leak came with ff7dcd265 (memcpy
+  instead of type punning, first in 1.45.0), which closed the same fd on every pass.
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ def libuv_1_20(cache: Path, sdists: Path) -> LibuvBuild:
 
 
 @pytest.fixture(scope="module")
-def libuv_1_22(cache: Path, sdists: Path) -> LibuvBuild:
-    return build(fetch_uvloop_sdist("0.11.3", sdists), cache_dir=cache)
+def libuv_1_48(cache: Path, sdists: Path) -> LibuvBuild:
+    return build(fetch_uvloop_sdist("0.21.0", sdists), cache_dir=cache)
 
 
 def _target(b: LibuvBuild) -> LibuvTarget:
@@ -169,10 +173,10 @@ def test_build_is_cached_by_tree_content(tmp_path: Path) -> None:
 
 
 def test_real_release_builds_from_uvloop_sdists_and_cache_hits(
-    libuv_1_20: LibuvBuild, libuv_1_22: LibuvBuild, cache: Path, sdists: Path
+    libuv_1_20: LibuvBuild, libuv_1_48: LibuvBuild, cache: Path, sdists: Path
 ) -> None:
     assert (libuv_1_20.version, libuv_1_20.method) == ("1.20.3", "gcc")  # no CMakeLists
-    assert (libuv_1_22.version, libuv_1_22.method) == ("1.22.0", "cmake")
+    assert (libuv_1_48.version, libuv_1_48.method) == ("1.48.0", "cmake")
     with tarfile.open(sdists / "uvloop-0.10.3.tar.gz") as tar:
         member = tar.extractfile("uvloop-0.10.3/vendor/libuv/Makefile.am")
         assert member is not None
@@ -189,15 +193,26 @@ def test_real_release_builds_from_uvloop_sdists_and_cache_hits(
 
 
 def test_bisect_across_releases_names_the_fixing_release(
-    libuv_1_20: LibuvBuild, libuv_1_22: LibuvBuild
+    libuv_1_20: LibuvBuild, libuv_1_48: LibuvBuild
 ) -> None:
-    targets = [resolve("uvloop"), resolve("system"), _target(libuv_1_22), _target(libuv_1_20)]
+    targets = [resolve("uvloop"), resolve("system"), _target(libuv_1_48), _target(libuv_1_20)]
     rb = bisect_releases("libuv-load-unload", targets, iterations=4)
-    assert [r.version for r in rb.results] == ["1.20.3", "1.22.0", "1.44.2", "1.52.1"]
+    assert [r.version for r in rb.results] == ["1.20.3", "1.44.2", "1.48.0", "1.52.1"]
     assert [r.verdict for r in rb.results] == [Verdict.LEAK] + [Verdict.NO_LEAK] * 3
     assert rb.results[0].growth_by_kind == (("pipe", 6),)  # 2 per unload after warm-up
     (t,) = rb.transitions
-    assert (t.before.version, t.after.version) == ("1.20.3", "1.22.0")
+    assert (t.before.version, t.after.version) == ("1.20.3", "1.44.2")
+
+
+def test_bisect_across_releases_finds_where_a_leak_came_and_went(libuv_1_48: LibuvBuild) -> None:
+    targets = [resolve("system"), _target(libuv_1_48), resolve("uvloop")]
+    rb = bisect_releases("pipe-ipc-queue-enomem", targets, iterations=4)
+    assert [(r.version, r.verdict) for r in rb.results] == [
+        ("1.44.2", Verdict.NO_LEAK), ("1.48.0", Verdict.LEAK), ("1.52.1", Verdict.NO_LEAK)]
+    assert rb.results[1].growth_by_kind == (("unix", 3),)
+    assert rb.results[1].outcomes == ("read=ENOMEM accepted=[]",)
+    assert [(t.before.version, t.after.version) for t in rb.transitions] == [
+        ("1.44.2", "1.48.0"), ("1.48.0", "1.52.1")]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -252,14 +267,26 @@ def test_reproducer_compiles_and_prints_the_lab_counts_on_debian_libuv(tmp_path:
     assert out.count("init=EMFILE") == N
 
 
-def test_reproducer_confirms_the_unload_leak_on_1_20_and_not_on_1_22(
-    tmp_path: Path, libuv_1_20: LibuvBuild, libuv_1_22: LibuvBuild
+def test_reproducer_confirms_the_unload_leak_on_1_20_and_not_on_1_48(
+    tmp_path: Path, libuv_1_20: LibuvBuild, libuv_1_48: LibuvBuild
 ) -> None:
     exe = _compile_repro("libuv-load-unload", tmp_path)
-    for b, leaks in ((libuv_1_20, True), (libuv_1_22, False)):
+    for b, leaks in ((libuv_1_20, True), (libuv_1_48, False)):
         lab = run_scenario("libuv-load-unload", _target(b), iterations=4)
         deltas, out = _repro_counts(exe, b.library, 4)
         assert tuple(deltas) == lab.deltas
         assert ("verdict leak" in out) is leaks
         assert (lab.verdict is Verdict.LEAK) is leaks
     assert lab.deltas == (0, 0, 0, 0)
+
+
+def test_reproducer_confirms_the_ipc_enomem_leak_on_1_48_and_not_on_1_44(
+    tmp_path: Path, libuv_1_48: LibuvBuild
+) -> None:
+    exe = _compile_repro("pipe-ipc-queue-enomem", tmp_path)
+    for target, leaks in ((_target(libuv_1_48), True), (resolve("system"), False)):
+        lab = run_scenario("pipe-ipc-queue-enomem", target, iterations=4)
+        deltas, out = _repro_counts(exe, target.path, 4)
+        assert tuple(deltas) == lab.deltas == ((0, 1, 2, 3) if leaks else (0, 0, 0, 0))
+        assert out.count("read=ENOMEM") == 4
+        assert out.count("-> socket:[") == (3 if leaks else 0)

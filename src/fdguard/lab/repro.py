@@ -240,6 +240,84 @@ static const char* iterate(int i) {
   return outcome;
 }
 """,
+    "pipe-ipc-queue-enomem": r"""
+static uv_loop_t* loop;
+static int fail_countdown; /* the Nth allocation from now fails; 0 = none */
+
+static int failing(void) { return fail_countdown > 0 && --fail_countdown == 0; }
+static void* f_malloc(size_t n) { return failing() ? NULL : malloc(n); }
+static void* f_realloc(void* p, size_t n) { return failing() ? NULL : realloc(p, n); }
+static void* f_calloc(size_t c, size_t n) { return failing() ? NULL : calloc(c, n); }
+
+static int setup(void) {
+  if (UV(uv_replace_allocator)(f_malloc, f_realloc, f_calloc, free) != 0) return -1;
+  loop = calloc(1, UV(uv_loop_size)());
+  return UV(uv_loop_init)(loop);
+}
+
+static char readbuf[65536];
+static int got_read;
+static ssize_t nread_seen;
+static void on_alloc(uv_handle_t* h, size_t size, uv_buf_t* buf) {
+  (void) h; (void) size;
+  buf->base = readbuf;
+  buf->len = sizeof(readbuf);
+}
+static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+  (void) s; (void) buf;
+  got_read = 1;
+  nread_seen = n;
+}
+static void on_close(uv_handle_t* h) { free(h); }
+
+/* Three fds (unix sockets) in one SCM_RIGHTS message to an IPC pipe: libuv
+ * keeps the first as the pipe's accepted fd and must queue the other two;
+ * the allocation of that queue fails. Then the pipe is closed unaccepted. */
+static const char* iterate(int i) {
+  static char outcome[64];
+  char cbuf[CMSG_SPACE(3 * sizeof(int))];
+  struct msghdr msg;
+  struct iovec iov;
+  struct cmsghdr* cm;
+  char byte = 'x';
+  int sv[2];
+  int pass[4];
+  int k;
+  uv_pipe_t* pipe = calloc(1, UV(uv_handle_size)(UV_NAMED_PIPE));
+  (void) i;
+  socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+  UV(uv_pipe_init)(loop, pipe, 1);
+  UV(uv_pipe_open)(pipe, sv[0]);
+  socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pass);
+  socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pass + 2);
+  memset(&msg, 0, sizeof(msg));
+  memset(cbuf, 0, sizeof(cbuf));
+  iov.iov_base = &byte;
+  iov.iov_len = 1;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cbuf;
+  msg.msg_controllen = sizeof(cbuf);
+  cm = CMSG_FIRSTHDR(&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
+  memcpy(CMSG_DATA(cm), pass, 3 * sizeof(int));
+  if (sendmsg(sv[1], &msg, 0) != 1) return "sendmsg failed";
+  for (k = 0; k < 4; k++) close(pass[k]);
+  UV(uv_read_start)((uv_stream_t*) pipe, on_alloc, on_read);
+  got_read = 0;
+  fail_countdown = 1;
+  for (k = 0; k < 1000 && !got_read; k++) UV(uv_run)(loop, UV_RUN_NOWAIT);
+  fail_countdown = 0;
+  UV(uv_close)((uv_handle_t*) pipe, on_close);
+  UV(uv_run)(loop, UV_RUN_NOWAIT);
+  close(sv[1]);
+  snprintf(outcome, sizeof(outcome), "read=%s",
+           nread_seen < 0 ? err_name((int) nread_seen) : "data");
+  return outcome;
+}
+""",
     "tcp-connect-refused": r"""
 static uv_loop_t* loop;
 static int port;

@@ -996,3 +996,83 @@ def _loop_init_enomem(ctx: Ctx) -> str:
     if rc == 0:
         ctx.uv.uv_loop_close(loop)
     return f"init={ctx.uv.err_name(rc)}" + (" (allocation failed)" if hit else "")
+
+
+# -- IPC fd passing ----------------------------------------------------------------
+
+_READ_BUF = ctypes.create_string_buffer(65536)
+
+
+def _ipc_receive(ctx: Ctx, *, accept: bool, nfds: int = 2, fail_alloc: bool = False) -> str:
+    uv = ctx.uv
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pipe = uv.new_handle(b.HandleType.NAMED_PIPE)
+    ctx.check("uv_pipe_init", uv.uv_pipe_init(ctx.loop, pipe, 1))
+    fd = mine.detach()
+    rc = uv.uv_pipe_open(pipe, fd)
+    if rc != 0:
+        os.close(fd)
+    reads: list[int] = []
+    accepted: list[int] = []
+
+    def on_alloc(_h: int | None, _size: int, buf: int | None) -> None:
+        ub = UvBuf.from_address(buf or 0)
+        ub.base = ctypes.cast(_READ_BUF, ctypes.c_char_p)
+        ub.len = len(_READ_BUF)
+
+    def on_read(stream: int | None, nread: int, _buf: int | None) -> None:
+        reads.append(nread)
+        while accept and uv.uv_pipe_pending_count(stream) > 0:
+            client = uv.new_handle(b.HandleType.NAMED_PIPE)
+            uv.uv_pipe_init(ctx.loop, client, 0)
+            accepted.append(uv.uv_accept(stream, client))
+            uv.close(client)
+
+    # Several fds in one SCM_RIGHTS message: libuv keeps the first as the
+    # stream's accepted fd and queues the others (the queue is malloc'ed).
+    sent = [s for _ in range((nfds + 1) // 2) for s in socket.socketpair()][:nfds]
+    socket.send_fds(theirs, [b"x"], [x.fileno() for x in sent])
+    for x in sent:
+        x.close()
+    uv.uv_read_start(pipe, _cb(ctx, b.AllocCb, on_alloc), _cb(ctx, b.ReadCb, on_read))
+    alloc: FailingAllocator | None = ctx.state.get("alloc")  # type: ignore[assignment]
+    if fail_alloc and alloc is not None:
+        alloc.arm(1)
+    for _ in range(1000):
+        if reads:
+            break
+        ctx.run(b.UV_RUN_NOWAIT)
+    if alloc is not None:
+        alloc.arm(0)
+    ctx.close_and_run(pipe)
+    theirs.close()
+    return f"read={uv.err_name(reads[0]) if reads else None} " \
+        f"accepted={[uv.err_name(a) for a in accepted]}"
+
+
+@scenario("pipe-ipc-accept", "pipe", "normal",
+          "two fds received over an IPC pipe in one SCM_RIGHTS message; both uv_accept'ed; close")
+def _ipc_accept(ctx: Ctx) -> str:
+    return _ipc_receive(ctx, accept=True)
+
+
+@scenario("pipe-ipc-close-pending", "pipe", "error",
+          "two fds received over an IPC pipe and never accepted; the IPC pipe is closed",
+          "closing the IPC pipe closes the received fds it still holds (accepted and queued)")
+def _ipc_close_pending(ctx: Ctx) -> str:
+    return _ipc_receive(ctx, accept=False)
+
+
+def _install_allocator_only(ctx: Ctx) -> None:
+    alloc = FailingAllocator()
+    alloc.install(ctx.uv)
+    ctx.cleanups.append(lambda: FailingAllocator.uninstall(ctx.uv))
+    ctx.state["alloc"] = alloc
+
+
+@scenario("pipe-ipc-queue-enomem", "pipe", "error",
+          "three fds received over an IPC pipe in one message while queueing them fails (ENOMEM)",
+          "the read fails with ENOMEM and every received fd is closed or still owned by the pipe",
+          setup=_install_allocator_only, min_version="1.6.0")
+def _ipc_queue_enomem(ctx: Ctx) -> str:
+    return _ipc_receive(ctx, accept=False, nfds=3, fail_alloc=True)
