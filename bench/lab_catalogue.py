@@ -1,7 +1,7 @@
 """Run the whole fdguard lab catalogue across libuv versions and print the verdict table.
 
 Versions: Debian's libuv ("system"), the libuv inside the installed uvloop wheel
-("uvloop") and every build in the lab cache; `--build` first fetches the
+("uvloop") and every release build in the lab cache; `--build` first fetches the
 uvloop sdists of `fdguard.lab.sources.UVLOOP_VENDORED_LIBUV` from PyPI and
 builds their vendored libuv (cached, so a second run builds nothing).
 
@@ -52,7 +52,8 @@ def _targets(args: argparse.Namespace) -> list[LibuvTarget]:
     if not args.libuv:
         seen = set()
         for b in cached_builds(args.cache_dir):
-            if b.version not in seen:
+            # Releases only: commit builds left by `lab bisect --git` are "-dev".
+            if b.version not in seen and "-" not in b.version:
                 seen.add(b.version)
                 targets.append(LibuvTarget(b.version, b.library, "build"))
     return targets
