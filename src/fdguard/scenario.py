@@ -136,7 +136,7 @@ def _fiu_fault(where: str, raw: Any) -> FiuFault:
 def fault_config(raw: Mapping[str, Any], index: int = 0) -> FaultConfig:
     """One `[[fault]]` table as a FaultConfig."""
     where = f"[[fault]] #{index + 1}"
-    _check_keys(where, raw, {"name", "syscall", "fiu", "proxy", "squeeze"})
+    _check_keys(where, raw, {"name", "syscall", "fiu", "proxy", "squeeze", "from_start"})
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise UsageError(f"{where}: a name is required")
@@ -154,6 +154,7 @@ def fault_config(raw: Mapping[str, Any], index: int = 0) -> FaultConfig:
         squeeze=_build(SqueezeSpec, f"{where} squeeze", _table(where, squeeze),
                        {"recover_timeout": "recover_timeout_s"})
         if squeeze is not None else None,
+        from_start=bool(raw.get("from_start", False)),
     )
 
 

@@ -47,11 +47,18 @@ from fdguard.clock import Clock, SystemClock
 from fdguard.errors import FdguardError, NoSuchProcess, UsageError
 from fdguard.faults.proxy import FaultProxy, ProxyFaults, ProxyStats
 from fdguard.faults.squeeze import SqueezeResult, squeeze
-from fdguard.faults.syscall import FiuFault, SyscallFault, fiu_argv, strace_argv
+from fdguard.faults.syscall import (
+    FiuFault,
+    SyscallFault,
+    fiu_argv,
+    strace_argv,
+    strace_attach_argv,
+)
 from fdguard.inspect import count, snapshot
 from fdguard.model import Fd, Snapshot
 from fdguard.procfs.cputime import read_run_state
 from fdguard.procfs.proctree import read_children
+from fdguard.procfs.tasks import read_task_tracers
 
 WorkloadMode = Literal["request", "connect", "early-close", "reset"]
 WORKLOAD_MODES: tuple[str, ...] = ("request", "connect", "early-close", "reset")
@@ -121,13 +128,20 @@ class SqueezeSpec:
 
 @dataclass(frozen=True, slots=True)
 class FaultConfig:
-    """One fault configuration: the faults applied together for one verdict."""
+    """One fault configuration: the faults applied together for one verdict.
+
+    Syscall faults reach the service once it is ready (strace attaches to it),
+    so its start-up is not faulted; `from_start` launches it under strace
+    instead, to fault the start-up too. libfiu faults always apply from the
+    start (LD_PRELOAD), so they should name calls the start-up does not need.
+    """
 
     name: str
     syscall: tuple[SyscallFault, ...] = ()
     fiu: tuple[FiuFault, ...] = ()
     proxy: ProxyFaults | None = None
     squeeze: SqueezeSpec | None = None
+    from_start: bool = False
 
     def __post_init__(self) -> None:
         if self.syscall and self.fiu:
@@ -455,9 +469,11 @@ class _Running:
     def __init__(self, service: Service, config: FaultConfig, clock: Clock) -> None:
         argv: list[str] = list(service.argv)
         self._strace_log: str | None = None
+        self._tracer: subprocess.Popen[bytes] | None = None
         if config.syscall:
             fd, self._strace_log = tempfile.mkstemp(prefix="fdguard-stress-", suffix=".strace")
             os.close(fd)
+        if config.syscall and config.from_start:
             argv = strace_argv(argv, config.syscall, log_path=self._strace_log)
         elif config.fiu:
             argv = fiu_argv(argv, config.fiu)
@@ -488,10 +504,30 @@ class _Running:
                     raise ServiceFailed(f"no port in the service's first line: {line!r}")
                 port = int(m.group())
             self.address = (service.host, port)
-            self.pid = self._target_pid(bool(config.syscall), clock)
+            self.pid = self._target_pid(bool(config.syscall and config.from_start), clock)
+            if config.syscall and not config.from_start:
+                self._attach(config.syscall, clock)
         except BaseException:
             self.stop()
             raise
+
+    def _attach(self, faults: Sequence[SyscallFault], clock: Clock) -> None:
+        """Attach strace with `faults` to every thread of the ready service."""
+        self._tracer = subprocess.Popen(
+            strace_attach_argv(self.pid, faults, log_path=self._strace_log),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = clock.monotonic() + 10.0
+        while clock.monotonic() < deadline:
+            if self._tracer.poll() is not None:
+                raise ServiceFailed(f"strace could not attach to {self.pid} "
+                                    f"(exit {self._tracer.returncode})")
+            tracers = read_task_tracers(self.pid)
+            if tracers and all(t == self._tracer.pid for t in tracers.values()):
+                return
+            clock.sleep(0.01)
+        raise ServiceFailed(f"strace did not attach to every thread of {self.pid} in 10 s")
 
     def _ready_line(self, service: Service, clock: Clock) -> str:
         assert self.proc.stdout is not None
@@ -541,7 +577,16 @@ class _Running:
         return ""
 
     def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL after 3 s, reap, close every pipe."""
+        """Detach strace, SIGTERM the process group, SIGKILL after 3 s, reap, close pipes."""
+        if self._tracer is not None:
+            # SIGTERM makes strace detach (the service goes on untraced).
+            if self._tracer.poll() is None:
+                self._tracer.terminate()
+            try:
+                self._tracer.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._tracer.kill()
+                self._tracer.wait(timeout=5)
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)

@@ -185,3 +185,43 @@ syscall = [{{ call = "connect", error = "ECONNREFUSED" }}]
     base, refused = doc["configs"]
     assert base["driver"] == {"ok": 3, "failed": 0}
     assert all(1 <= d <= 2 for d in refused["deltas"])
+
+
+def test_syscall_faults_start_once_the_service_is_ready(node: str) -> None:
+    # Every other socket() fails: at start-up that would kill the listener; once
+    # attached it only hits the upstream connect path, which leaks in --leaky.
+    # accept4 at EMFILE every third call costs connections, but leaks nothing.
+    code, out, _ = _run("stress", "--json", "--no-baseline", "--rounds", "2", "--warmup", "1",
+                        "--connections", "4",
+                        "--fault", "socket-emfile=syscall:socket:error=EMFILE:when=1+2",
+                        "--fault", "accept-emfile=syscall:accept4:error=EMFILE:when=2+3",
+                        "--", node, NODE_SERVER, "--leaky")
+    assert code == 10
+    doc = json.loads(out)
+    assert doc["leaking"] == ["socket-emfile"]
+    socket_fault, accept_fault = doc["configs"]
+    assert about(socket_fault["deltas"], 2)
+    assert accept_fault["leak"] is False
+    assert accept_fault["error"] is None  # node survived
+    # The fault really hit: libuv answers EMFILE by dropping what is queued.
+    assert accept_fault["driver"]["failed"] > 0
+
+
+def test_from_start_faults_the_start_up_too(tmp_path: Path, node: str) -> None:
+    scenario = tmp_path / "start.toml"
+    scenario.write_text(
+        f"""
+[service]
+command = [{json.dumps(node)}, {json.dumps(NODE_SERVER)}]
+[run]
+baseline = false
+[[fault]]
+name = "socket-emfile-from-start"
+syscall = [{{ call = "socket", error = "EMFILE" }}]
+from_start = true
+"""
+    )
+    code, _, err = _run("stress", "--scenario", str(scenario))
+    assert code == 1
+    assert "exited before it was ready" in err
+    assert "EMFILE" in err

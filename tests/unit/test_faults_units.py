@@ -15,6 +15,7 @@ from fdguard.faults import (
     SyscallFault,
     fiu_argv,
     strace_argv,
+    strace_attach_argv,
 )
 from fdguard.procfs.cputime import parse_cpu_times, parse_run_state
 from fdguard.procfs.proctree import parse_children
@@ -88,6 +89,16 @@ def test_strace_argv_traces_only_faulted_calls_and_follows_forks() -> None:
     assert argv[-3:] == ["--", "node", "s.js"]
     with pytest.raises(UsageError):
         strace_argv(["x"], [])
+
+
+def test_strace_attach_argv_attaches_to_every_thread_without_seccomp() -> None:
+    argv = strace_attach_argv(4242, [SyscallFault("socket", error="EMFILE", when="1+2")])
+    assert argv[-2:] == ["-p", "4242"]
+    assert "-f" in argv
+    assert "--seccomp-bpf" not in argv  # it needs the tracer to start the program
+    assert "inject=socket:error=EMFILE:when=1+2" in argv
+    with pytest.raises(UsageError):
+        strace_attach_argv(1, [])
 
 
 def test_fiu_fault_sets_errno_through_failinfo() -> None:

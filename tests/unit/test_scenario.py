@@ -36,6 +36,7 @@ baseline = false
 [[fault]]
 name = "refused"
 syscall = [{ call = "connect", error = "ECONNREFUSED", when = "2+" }]
+from_start = true
 [[fault]]
 name = "fiu-refused"
 fiu = [{ call = "connect", error = "ECONNREFUSED", probability = 0.5 }]
@@ -62,6 +63,8 @@ def test_full_scenario_round_trips_into_typed_objects() -> None:
     assert not sc.policy.baseline
     assert [c.name for c in sc.configs] == ["refused", "fiu-refused", "reset", "squeeze"]
     assert sc.faults[0].syscall == (SyscallFault("connect", error="ECONNREFUSED", when="2+"),)
+    assert sc.faults[0].from_start
+    assert not sc.faults[1].from_start
     assert sc.faults[1].fiu[0].probability == 0.5
     assert sc.faults[2].proxy == ProxyFaults(reset_after=4, latency_ms=3)
     assert sc.faults[3].squeeze is not None

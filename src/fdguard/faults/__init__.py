@@ -18,6 +18,7 @@ from fdguard.faults.syscall import (
     SyscallFault,
     fiu_argv,
     strace_argv,
+    strace_attach_argv,
 )
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "fiu_argv",
     "squeeze",
     "strace_argv",
+    "strace_attach_argv",
 ]

@@ -213,6 +213,32 @@ def strace_argv(
     return cmd
 
 
+def strace_attach_argv(
+    pid: int, faults: Sequence[SyscallFault], *, log_path: str | None = None
+) -> list[str]:
+    """strace attaching to the running `pid` (all its threads and later children)
+    with `faults` injected from now on.
+
+    Attaching after the service is ready keeps the faults out of its start-up
+    (a `socket` or `read` fault would otherwise break the listener or the
+    interpreter's imports) and starts `when=N` counting at the workload. The
+    price: no --seccomp-bpf in attach mode, so every syscall of the target
+    stops for strace, not only the faulted ones.
+
+    Raises:
+        ToolMissing: strace is not installed.
+        UsageError: no faults given.
+    """
+    if not faults:
+        raise UsageError("strace_attach_argv needs at least one fault")
+    strace = _which("strace", "apt-get install strace")
+    names = sorted({f.syscall for f in faults})
+    cmd = [strace, "-f", "-qq", "-e", "trace=" + ",".join(names)]
+    for fault in faults:
+        cmd += ["-e", fault.strace_expr()]
+    return [*cmd, "-o", log_path or "/dev/null", "-p", str(pid)]
+
+
 def fiu_argv(argv: Sequence[str], faults: Sequence[FiuFault]) -> list[str]:
     """`argv` run under fiu-run with the POSIX preload library and `faults` enabled.
 
