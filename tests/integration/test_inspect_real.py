@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.conftest import Child, python_proc
 
 import fdguard
 from fdguard.errors import NoSuchProcess
 from fdguard.model import FdKind, ProcessRef, Snapshot
 from fdguard.procfs.process import ProcessDir
+from tests.conftest import Child, python_proc
 
 ROOT = Path(__file__).resolve().parents[2]
 Zoo = tuple[Child, dict[int, dict[str, object]], dict[str, object]]
