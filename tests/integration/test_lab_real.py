@@ -290,3 +290,38 @@ def test_reproducer_confirms_the_ipc_enomem_leak_on_1_48_and_not_on_1_44(
         assert tuple(deltas) == lab.deltas == ((0, 1, 2, 3) if leaks else (0, 0, 0, 0))
         assert out.count("read=ENOMEM") == 4
         assert out.count("-> socket:[") == (3 if leaks else 0)
+
+
+# -- runtime scenarios (Node.js, uvloop), counted from outside -----------------------------
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("scenario", ["node-worker-churn", "node-spawn-enoent",
+                                      "uvloop-loop-churn", "uvloop-connect-refused"])
+def test_runtime_scenarios_run_on_their_bundled_libuv(scenario: str, node: str) -> None:
+    r = run_scenario(scenario, resolve("system"), iterations=4)
+    assert r.verdict is Verdict.NO_LEAK, r
+    assert r.version == ("1.46.0" if scenario.startswith("node") else "1.52.1")
+    assert r.libuv == scenario.split("-", maxsplit=1)[0]
+    assert len(r.counts) == 5
+    assert r.outcomes == {"node-worker-churn": ("exit=1",), "node-spawn-enoent": ("ENOENT",),
+                          "uvloop-loop-churn": ("closed",),
+                          "uvloop-connect-refused": ("ConnectionRefusedError",)}[scenario]
+
+
+@pytest.mark.node
+def test_a_leaking_node_script_is_judged_from_outside(
+    node: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fdguard.lab import runtime
+
+    leaky = runtime.RuntimeScenario(
+        "node-test-leak", "node", "fs", "normal", "fs.openSync without close", "a leak",
+        "const fs = require('fs');\nasync function setup() {}\n"
+        "async function iterate() { fs.openSync(process.execPath, 'r'); return 'opened'; }\n")
+    monkeypatch.setitem(runtime.RUNTIME_CATALOGUE, leaky.name, leaky)
+    r = run_scenario(leaky.name, resolve("system"), iterations=4)
+    assert r.verdict is Verdict.LEAK
+    assert r.deltas == (0, 1, 2, 3)
+    assert r.growth_by_kind == (("file", 3),)
+    assert {f.target for f in r.leaked} == {str(Path(node).resolve())}

@@ -12,6 +12,7 @@ from fdguard.lab import bisect as lab_bisect
 from fdguard.lab import build as lab_build
 from fdguard.lab import repro as lab_repro
 from fdguard.lab.runner import DEFAULT_ITERATIONS, ScenarioResult, Verdict, run_scenario
+from fdguard.lab.runtime import RUNTIME_CATALOGUE
 from fdguard.lab.scenarios import CATALOGUE
 from fdguard.lab.versions import resolve
 
@@ -35,13 +36,18 @@ def list_cmd(as_json: bool) -> None:
     """List the scenario catalogue."""
     repro = set(lab_repro.supported())
     rows = [{"name": s.name, "api": s.api, "path": s.path, "summary": s.summary,
-             "expect": s.expect, "c_reproducer": s.name in repro} for s in CATALOGUE.values()]
+             "expect": s.expect, "runtime": "ctypes", "c_reproducer": s.name in repro}
+            for s in CATALOGUE.values()]
+    rows += [{"name": s.name, "api": s.api, "path": s.path, "summary": s.summary,
+              "expect": s.expect, "runtime": s.runtime, "c_reproducer": False}
+             for s in RUNTIME_CATALOGUE.values()]
     if as_json:
         echo_json(rows)
         return
     for r in rows:
         mark = " [C]" if r["c_reproducer"] else ""
-        click.echo(f"{r['name']:<28} {r['api']:<9} {r['path']:<7} {r['summary']}{mark}")
+        where = "" if r["runtime"] == "ctypes" else f"({r['runtime']}) "
+        click.echo(f"{r['name']:<28} {r['api']:<9} {r['path']:<7} {where}{r['summary']}{mark}")
 
 
 def _render(r: ScenarioResult) -> None:
@@ -72,11 +78,17 @@ def _render(r: ScenarioResult) -> None:
 @click.pass_context
 def run_cmd(ctx: click.Context, scenarios: tuple[str, ...], libuvs: tuple[str, ...],
             iterations: int, timeout: float, as_json: bool, cache_dir: Path | None) -> None:
-    """Run SCENARIOS ('all' for the catalogue) in a child process; exit 10 on a leak."""
-    names = list(CATALOGUE) if scenarios == ("all",) else list(scenarios)
+    """Run SCENARIOS ('all' for the catalogue) in a child process; exit 10 on a leak.
+
+    Node.js and uvloop scenarios run on the runtime's own libuv, once, whatever --libuv says.
+    """
+    names = [*CATALOGUE, *RUNTIME_CATALOGUE] if scenarios == ("all",) else list(scenarios)
     targets = [resolve(spec, cache_dir=cache_dir) for spec in libuvs]
+    runtime = [n for n in names if n in RUNTIME_CATALOGUE]
     results = [run_scenario(n, t, iterations=iterations, timeout=timeout)
-               for t in targets for n in names]
+               for t in targets for n in names if n not in RUNTIME_CATALOGUE]
+    results += [run_scenario(n, targets[0], iterations=iterations, timeout=timeout)
+                for n in runtime]
     if as_json:
         echo_json([r.to_json() for r in results])
     else:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fdguard.errors import UsageError
+from fdguard.lab.runtime import RUNTIME_CATALOGUE, run_runtime
 from fdguard.lab.scenarios import CATALOGUE
 from fdguard.lab.versions import LibuvTarget
 
@@ -147,11 +148,16 @@ def run_scenario(
     Raises:
         UsageError: unknown scenario or fewer than 2 iterations.
     """
-    if name not in CATALOGUE:
+    if name not in CATALOGUE and name not in RUNTIME_CATALOGUE:
         raise UsageError(f"no such scenario: {name} (see `fdguard lab list`)")
     if iterations < 2:
         raise UsageError("a verdict needs at least 2 iterations (the first is the warm-up)")
     started = time.monotonic()
+    if name in RUNTIME_CATALOGUE:
+        # The runtime brings its own libuv: `target` does not apply.
+        rt = RUNTIME_CATALOGUE[name].runtime
+        events, rc, timed_out, err = run_runtime(name, iterations, timeout)
+        return _result(name, rt, rt, events, rc, timed_out, err, started)
     timed_out = False
     with tempfile.TemporaryDirectory(prefix="fdguard-lab-") as workdir:
         cmd = [sys.executable, "-m", "fdguard.lab.child", "--libuv", str(target.path),
@@ -170,8 +176,13 @@ def run_scenario(
             # Grandchildren (spawn scenarios) die with the group even on success.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-    events = _parse_lines(out)
-    verdict, sig, detail = judge(events, proc.returncode, timed_out)
+    return _result(name, target.label, str(target.path), _parse_lines(out), proc.returncode,
+                   timed_out, err, started)
+
+
+def _result(name: str, label: str, library: str, events: list[dict[str, Any]],
+            returncode: int | None, timed_out: bool, err: str, started: float) -> ScenarioResult:
+    verdict, sig, detail = judge(events, returncode, timed_out)
     if verdict in (Verdict.CRASH, Verdict.TIMEOUT, Verdict.ERROR) and err.strip():
         detail = (detail + "\n" if detail else "") + err.strip()[-1500:]
     ready = next((e for e in events if e.get("event") == "ready"), None)
@@ -187,9 +198,9 @@ def run_scenario(
     by_kind = tuple(sorted((k, v) for k, v in grown.items() if v))
     growth = iters[-1]["count"] - iters[0]["count"] if len(iters) >= 2 else 0
     return ScenarioResult(
-        scenario=name, libuv=target.label, library=str(target.path),
+        scenario=name, libuv=label, library=library,
         version=ready["version"] if ready else None, iterations=len(iters),
         counts=tuple(counts), outcomes=outcomes, growth=growth, growth_by_kind=by_kind,
         leaked=leaked if verdict is Verdict.LEAK else (), verdict=verdict, signal=sig,
-        exit_status=proc.returncode, detail=detail, seconds=time.monotonic() - started,
+        exit_status=returncode, detail=detail, seconds=time.monotonic() - started,
     )
