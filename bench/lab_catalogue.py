@@ -29,6 +29,7 @@ from pathlib import Path
 from fdguard.lab.build import build, cached_builds
 from fdguard.lab.repro import write
 from fdguard.lab.runner import ScenarioResult, Verdict, run_scenario
+from fdguard.lab.runtime import RUNTIME_CATALOGUE
 from fdguard.lab.scenarios import CATALOGUE
 from fdguard.lab.sources import UVLOOP_VENDORED_LIBUV, fetch_uvloop_sdist
 from fdguard.lab.versions import LibuvTarget, resolve
@@ -123,6 +124,13 @@ def main() -> None:
         for n in names:
             print(f"{n:<{width}}  " + "  ".join(f"{table[n].get(lb, ''):<{colw}}"
                                                   for lb in labels))
+
+    runtime = [run_scenario(n, targets[0], iterations=args.iterations)
+               for n in RUNTIME_CATALOGUE if not args.scenarios]
+    if runtime:
+        print("\nruntime scenarios (on the runtime's own libuv):")
+        for r in runtime:
+            print(f"  {r.scenario:<26} {r.libuv} (libuv {r.version}): {_cell(r)}")
 
     leaks = sorted({(n, lb) for n in names for lb, c in table[n].items() if c.startswith("LEAK")})
     print(f"\nleaks: {len(leaks)} (scenario, version) pairs")
