@@ -92,13 +92,15 @@ def test_binding_sizes_and_versions_across_two_releases() -> None:
 
 
 @pytest.mark.parametrize("spec", ["system", "uvloop"])
-@pytest.mark.parametrize("scenario", ["tcp-connect-refused", "spawn-enoent", "fs-copyfile-emfile"])
+@pytest.mark.parametrize("scenario", ["tcp-connect-refused", "spawn-enoent", "fs-copyfile-emfile",
+                                      "pipe-bind-eacces"])
 def test_error_paths_run_and_stay_clean_on_both_releases(spec: str, scenario: str) -> None:
     r = run_scenario(scenario, resolve(spec), iterations=N)
     assert r.verdict is Verdict.NO_LEAK, r
     assert r.iterations == N
     expected = {"tcp-connect-refused": "cb=ECONNREFUSED", "spawn-enoent": "spawn=ENOENT",
-                "fs-copyfile-emfile": "copyfile=EMFILE"}[scenario]
+                "fs-copyfile-emfile": "copyfile=EMFILE", "pipe-bind-eacces": "bind=EACCES",
+                }[scenario]
     assert all(expected in o for o in r.outcomes), r.outcomes
 
 

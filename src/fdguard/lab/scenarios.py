@@ -1076,3 +1076,65 @@ def _install_allocator_only(ctx: Ctx) -> None:
           setup=_install_allocator_only, min_version="1.6.0")
 def _ipc_queue_enomem(ctx: Ctx) -> str:
     return _ipc_receive(ctx, accept=False, nfds=3, fail_alloc=True)
+
+
+# -- EACCES ----------------------------------------------------------------------------
+
+PR_SET_DUMPABLE = 4
+NOBODY = 65534
+
+
+def _unprivileged(ctx: Ctx) -> None:
+    """A directory the scenario may not write to; as root, drop to nobody first.
+
+    Root passes every permission check, so a child running as root becomes
+    nobody for good (it is a throwaway process) and stays dumpable, which
+    keeps its own /proc/PID/fd readable for the counts.
+    """
+    locked = os.path.join(ctx.workdir, "locked")
+    os.mkdir(locked, 0o555)
+    os.chmod(ctx.workdir, 0o755)
+    ctx.state["locked"] = locked
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        if _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0:
+            raise LabUnsupported("prctl(PR_SET_DUMPABLE) failed")
+
+
+@scenario("pipe-bind-eacces", "pipe", "error",
+          "uv_pipe_bind to a path in a directory the process may not write (EACCES)",
+          setup=_unprivileged)
+def _pipe_bind_eacces(ctx: Ctx) -> str:
+    uv = ctx.uv
+    pipe = uv.new_handle(b.HandleType.NAMED_PIPE)
+    ctx.check("uv_pipe_init", uv.uv_pipe_init(ctx.loop, pipe, 0))
+    rc = uv.uv_pipe_bind(pipe, os.path.join(str(ctx.state["locked"]), "s.sock").encode())
+    ctx.close_and_run(pipe)
+    return f"bind={uv.err_name(rc)}"
+
+
+@scenario("tcp-bind-eacces", "tcp", "error",
+          "uv_tcp_bind + uv_listen on privileged loopback port 1 without the privilege (EACCES)",
+          setup=_unprivileged)
+def _tcp_bind_eacces(ctx: Ctx) -> str:
+    uv = ctx.uv
+    tcp = uv.new_handle(b.HandleType.TCP)
+    ctx.check("uv_tcp_init", uv.uv_tcp_init(ctx.loop, tcp))
+    rc = uv.uv_tcp_bind(tcp, uv.ip4("127.0.0.1", 1), 0)
+    lrc = 0
+    if rc == 0:
+        lrc = uv.uv_listen(tcp, 8, _cb(ctx, b.ConnectionCb, lambda _s, _st: None))
+    ctx.close_and_run(tcp)
+    return f"bind={uv.err_name(rc)} listen={uv.err_name(lrc)}"
+
+
+@scenario("fs-open-eacces", "fs", "error",
+          "uv_fs_open(O_CREAT) in a directory the process may not write (EACCES)",
+          setup=_unprivileged)
+def _fs_open_eacces(ctx: Ctx) -> str:
+    fd = _fs_open(ctx, os.path.join(str(ctx.state["locked"]), "f"), O_CREAT_WRONLY)
+    if fd >= 0:
+        _fs_close(ctx, fd)
+    return f"open={'fd' if fd >= 0 else ctx.uv.err_name(fd)}"
