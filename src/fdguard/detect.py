@@ -100,7 +100,7 @@ class DetectorConfig:
     """The rise must also exceed this share of the floor's range over the last period."""
     step_seconds: float = 7200.0
     """A healthy one-off step (a pool growing once) completes within this long."""
-    persist: int = 12
+    persist: int = 24
     """Consecutive bucket closes on which the conditions must hold."""
     rate_points: int = 25
     """Floor points (over the last half period) behind the Theil-Sen rate."""
