@@ -55,7 +55,10 @@ server.on('connection', (sock) => {
   });
 });
 
-const inherited = process.env.LISTEN_FDS && parseInt(process.env.LISTEN_PID, 10) === process.pid;
+// LISTEN_PID names the process the sockets were passed to: this one, or the
+// wrapper (`sh -c`, `npm start`) that started it without exec.
+const listenPid = parseInt(process.env.LISTEN_PID, 10);
+const inherited = process.env.LISTEN_FDS && (listenPid === process.pid || listenPid === process.ppid);
 if (inherited) {
   server.listen({ fd: 3 });
 } else {

@@ -80,7 +80,10 @@ def notify(msg: bytes) -> None:
 
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    inherited = os.environ.get("LISTEN_FDS") and os.environ.get("LISTEN_PID") == str(os.getpid())
+    # LISTEN_PID: this process, or a wrapper (sh -c) that started it without exec.
+    listen_pid = os.environ.get("LISTEN_PID")
+    inherited = os.environ.get("LISTEN_FDS") and listen_pid in (str(os.getpid()),
+                                                                 str(os.getppid()))
     if inherited:
         sock = socket.socket(fileno=3)
         server = await loop.create_server(Http, sock=sock, backlog=1024)

@@ -2,8 +2,9 @@
 
 Same protocol as systemd's NOTIFY_SOCKET (sd_notify(3)): newline-separated
 `KEY=VALUE` datagrams. SO_PASSCRED makes the kernel attach the sender's pid to
-each datagram, so a message is credited to the worker that sent it (or to its
-main process when the sender is one of its children and MAINPID= says so).
+each datagram, so a message is credited to the worker that sent it, or whose
+descendant sent it (a wrapper such as `npm start`); MAINPID= names the process
+that serves.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class NotifyMessage:
     @property
     def stopping(self) -> bool:
         return self.fields.get("STOPPING") == "1"
+
+    @property
+    def main_pid(self) -> int | None:
+        main = self.fields.get("MAINPID", "")
+        return int(main) if main.isdigit() else None
 
 
 def parse_notify(data: bytes) -> dict[str, str]:
@@ -74,12 +80,7 @@ class NotifySocket:
             for level, kind, payload in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     pid = _UCRED.unpack(payload[: _UCRED.size])[0]
-            fields = parse_notify(data)
-            main = fields.get("MAINPID", "")
-            out.append(NotifyMessage(pid=pid, fields=fields))
-            if main.isdigit() and pid and int(main) != pid:
-                # A helper process speaking for the main one: credit the main pid too.
-                out.append(NotifyMessage(pid=int(main), fields=fields))
+            out.append(NotifyMessage(pid=pid, fields=parse_notify(data)))
 
     def close(self) -> None:
         self.sock.close()

@@ -145,3 +145,89 @@ def spawn(
             hint = " (command not found)"
         raise WorkerStartError(f"cannot start {argv[0]}{hint}: {detail}")
     return pid
+
+
+class OrphanReaper:
+    """A helper process that kills the workers' process groups when the guard dies.
+
+    PR_SET_PDEATHSIG only reaches a worker itself. A worker that is a wrapper
+    (`npm start`, `sh -c ...`) leaves its real server behind when the guard is
+    killed with SIGKILL. So the guard forks this helper at start, in its own
+    session (a signal to the guard's process group spares it), holding the read
+    end of a pipe; the guard writes `+PGID` / `-PGID` as worker groups come and
+    go. When the pipe reaches EOF -- the guard exited, however it died -- the
+    helper SIGKILLs every group still listed and exits. A group is removed
+    only once its leader was reaped and its leftovers killed, so a number the
+    kernel could reuse is never signalled.
+    """
+
+    def __init__(self) -> None:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the helper
+            try:
+                os.close(w)
+                os.setsid()
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                    signal.signal(sig, signal.SIG_IGN)
+                keep = fcntl.fcntl(r, fcntl.F_DUPFD_CLOEXEC, 3)
+                os.closerange(3, keep)
+                os.closerange(keep + 1, 1 << 20)
+                _reaper_loop(keep)
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.pid = pid
+        self._w: int | None = w
+
+    def _send(self, line: str) -> None:
+        if self._w is None:
+            return
+        try:
+            os.write(self._w, line.encode())
+        except OSError:
+            self._w = None  # the helper is gone; PDEATHSIG still covers the workers
+
+    def add(self, pgid: int) -> None:
+        self._send(f"+{pgid}\n")
+
+    def remove(self, pgid: int) -> None:
+        self._send(f"-{pgid}\n")
+
+    def close(self) -> None:
+        """Close the pipe (the helper kills what is still listed, then exits) and reap it."""
+        if self._w is not None:
+            os.close(self._w)
+            self._w = None
+        while True:
+            try:
+                os.waitpid(self.pid, 0)
+                return
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                return  # already reaped by a waitpid(-1) loop
+
+
+def _reaper_loop(fd: int) -> None:  # pragma: no cover - runs in the helper
+    groups: set[int] = set()
+    buf = b""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except InterruptedError:
+            continue
+        if not data:
+            break
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if line[:1] == b"+":
+                groups.add(int(line[1:]))
+            elif line[:1] == b"-":
+                groups.discard(int(line[1:]))
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            continue

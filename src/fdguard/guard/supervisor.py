@@ -47,11 +47,13 @@ from fdguard.errors import FdguardError, UsageError
 from fdguard.guard import triggers as trig
 from fdguard.guard.control import ControlServer, reply
 from fdguard.guard.notify import NotifySocket
-from fdguard.guard.process import WorkerStartError, spawn
+from fdguard.guard.process import OrphanReaper, WorkerStartError, spawn
 from fdguard.guard.sockets import Listener, listen_env
 from fdguard.guard.spec import GuardConfig, ProgramSpec, Readiness
 from fdguard.inspect import count, snapshot
 from fdguard.limits import read_limits
+from fdguard.procfs.process import ProcessDir
+from fdguard.procfs.proctree import read_children
 
 log = logging.getLogger("fdguard.guard")
 
@@ -134,6 +136,13 @@ class Worker:
     fds: int | None = None
     detector: trig.Detector | None = None
     replacing: int | None = None
+    # The process that serves: the worker itself, or the descendant that accepts
+    # on the socket / that MAINPID= names when the worker is a wrapper.
+    main_pid: int | None = None
+
+    @property
+    def serving_pid(self) -> int:
+        return self.main_pid or self.pid
 
 
 @dataclass(eq=False)
@@ -163,6 +172,17 @@ def describe_status(status: int) -> str:
         except ValueError:
             return f"killed by signal {sig}"
     return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _tree(pid: int, limit: int = 32) -> list[int]:
+    """`pid` and its descendants, breadth first (at most `limit`); gone ones are skipped."""
+    out = [pid]
+    i = 0
+    while i < len(out) and len(out) < limit:
+        with contextlib.suppress(FdguardError):
+            out.extend(read_children(out[i]))
+        i += 1
+    return out[:limit]
 
 
 DetectorFactory = Callable[[int | None], trig.Detector]
@@ -205,6 +225,8 @@ class Supervisor:
         reap_all: reap every child (waitpid(-1)); only for a process of its own.
         clock, wall, rng: injectable time and randomness.
         detector_factory: builds a leak detector per worker for the ETA trigger.
+        orphan_reaper: fork the helper that kills the workers' process groups
+            if the guard dies (see `process.OrphanReaper`).
     """
 
     def __init__(
@@ -220,6 +242,7 @@ class Supervisor:
         rng: random.Random | None = None,
         detector_factory: DetectorFactory | None = None,
         base_env: Mapping[str, str] | None = None,
+        orphan_reaper: bool = True,
     ) -> None:
         self.config = config
         self.runtime_dir = runtime_dir
@@ -245,6 +268,10 @@ class Supervisor:
         self._stop_deadline_forced = False
         self._up = False
         self._next_check = 0.0
+        # Process groups whose leader exited while draining: pgid -> (program, kill time).
+        self._lingering: dict[int, tuple[str, float]] = {}
+        self._use_reaper = orphan_reaper
+        self._reaper: OrphanReaper | None = None
         self._notify: NotifySocket | None = None
         self._control: ControlServer | None = None
         self._inodes = {name: {ls.inode for ls in p.listeners} for name, p in self.programs.items()}
@@ -278,6 +305,8 @@ class Supervisor:
         old_wakeup = -1
         sel = selectors.DefaultSelector()
         try:
+            if self._use_reaper:
+                self._reaper = OrphanReaper()
             self._notify = NotifySocket(str(self.runtime_dir / "notify.sock"))
             self._control = ControlServer(self.runtime_dir / "control.sock")
             for sig in _HANDLED:
@@ -291,7 +320,7 @@ class Supervisor:
             self._emit("guard", data={"control": str(self._control.path)})
             while True:
                 self._tick()
-                if self._stopping and not self.workers:
+                if self._stopping and not self.workers and not self._lingering:
                     break
                 for _key, _ in sel.select(self._timeout()):
                     pass
@@ -303,6 +332,8 @@ class Supervisor:
             for signum, h in old_handlers.items():
                 signal.signal(signum, h)
             self._kill_all_now()
+            if self._reaper is not None:
+                self._reaper.close()
             sel.close()
             wake_r.close()
             wake_w.close()
@@ -333,6 +364,7 @@ class Supervisor:
             self._next_check = now + self.config.interval
         for prog in self.programs.values():
             self._step(prog, now, check)
+        self._reap_lingering(now)
         progs = self.programs.values()
         if (
             not self._up
@@ -361,6 +393,9 @@ class Supervisor:
             if w.state is WorkerState.DRAINING and not w.killed and w.term_at is not None:
                 spec = self.programs[w.program].spec
                 deadlines.append(w.term_at + spec.grace)
+        if self._lingering:
+            # Poll for the group to empty (no event tells us), up to its deadline.
+            deadlines.append(now + 0.05)
         return max(0.0, min(deadlines) - now)
 
     # -- signals ------------------------------------------------------------
@@ -411,6 +446,7 @@ class Supervisor:
                     {
                         "slot": w.slot,
                         "pid": w.pid,
+                        "main_pid": w.serving_pid,
                         "state": w.state.value,
                         "age": round(now - w.started, 3),
                         "fds": w.fds,
@@ -459,8 +495,8 @@ class Supervisor:
             if w is None or w.state is not WorkerState.READY:
                 continue
             try:
-                w.fds = count(w.pid)
-                w.soft_limit = read_limits(w.pid).limits.soft
+                w.fds = count(w.serving_pid)
+                w.soft_limit = read_limits(w.serving_pid).limits.soft
             except FdguardError:
                 continue  # exiting: the reaper will tell
             verdict = None
@@ -502,6 +538,8 @@ class Supervisor:
         except WorkerStartError as err:
             self._start_failed(prog, slot, reason, str(err))
             return
+        if self._reaper is not None:
+            self._reaper.add(pid)
         w = Worker(spec.name, slot, pid, now, reason, replacing=old.pid if old else None)
         self.workers[pid] = w
         prog.starting = w
@@ -515,7 +553,11 @@ class Supervisor:
         if mode is Readiness.NONE:
             return True
         if mode is Readiness.ACCEPTING:
-            return self._accepting(w.pid, self._inodes[prog.spec.name])
+            inodes = self._inodes[prog.spec.name]
+            for pid in _tree(w.pid):
+                if self._accepting(pid, inodes):
+                    w.main_pid = pid if pid != w.pid else None
+                    return True
         return False  # NOTIFY: set by _read_notify
 
     @staticmethod
@@ -538,7 +580,7 @@ class Supervisor:
         w.ready_at = now
         w.deadline = trig.lifetime_deadline(w.started, spec.triggers, self.rng)
         try:
-            w.soft_limit = read_limits(w.pid).limits.soft
+            w.soft_limit = read_limits(w.serving_pid).limits.soft
         except FdguardError:
             w.soft_limit = spec.nofile
         if self.detector_factory is not None and spec.triggers.eta_below is not None:
@@ -642,6 +684,12 @@ class Supervisor:
         prog = self.programs[w.program]
         desc = describe_status(status)
         now = self.clock()
+        if w.state is WorkerState.DRAINING and not w.killed and w.term_at is not None:
+            # A wrapper (sh -c, npm start) may exit before the server it started has
+            # drained: its process group keeps its grace period.
+            self._lingering[pid] = (w.program, w.term_at + prog.spec.grace)
+        else:
+            self._forget_group(pid)
         if w.state in (WorkerState.DRAINING, WorkerState.ABANDONED):
             self._emit("exit", w.program, slot=w.slot, pid=pid, data={"status": desc})
             return
@@ -670,15 +718,55 @@ class Supervisor:
                 self._emit("backoff", w.program, slot=w.slot, data={"delay": delay})
             prog.pending.appendleft((w.slot, f"worker exited ({desc})"))
 
+    def _forget_group(self, pid: int) -> None:
+        # The leader is reaped; whatever it left in its process group (a wrapper's
+        # server, a daemonised helper) goes too, as systemd's KillMode=control-group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if self._reaper is not None:
+            self._reaper.remove(pid)
+
+    def _reap_lingering(self, now: float) -> None:
+        for pgid, (program, deadline) in list(self._lingering.items()):
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                del self._lingering[pgid]  # drained and gone
+                if self._reaper is not None:
+                    self._reaper.remove(pgid)
+                continue
+            if now >= deadline:
+                del self._lingering[pgid]
+                self._forget_group(pgid)
+                self._emit("kill", program, pid=pgid, reason="process group still running "
+                           "after the grace period (its leader had exited)")
+
+    def _owner(self, pid: int) -> Worker | None:
+        """The worker `pid` is, or descends from (a few generations up)."""
+        for _ in range(8):
+            w = self.workers.get(pid)
+            if w is not None:
+                return w
+            try:
+                with ProcessDir(pid) as proc:
+                    pid = proc.stat.ppid
+            except FdguardError:
+                return None
+            if pid <= 1:
+                return None
+        return None
+
     def _read_notify(self) -> None:
         if self._notify is None:
             return
         for msg in self._notify.receive():
-            w = self.workers.get(msg.pid)
+            w = self._owner(msg.pid) if msg.pid else None
             if w is None:
                 continue
             prog = self.programs[w.program]
             if msg.ready and w.state is WorkerState.STARTING and prog.starting is w:
+                main = msg.main_pid or msg.pid
+                w.main_pid = main if main != w.pid else None
                 self._became_ready(prog, w, self.clock())
 
     def _serve_control(self) -> None:
@@ -729,6 +817,9 @@ class Supervisor:
 
     def _kill_all_now(self) -> None:
         """SIGKILL every worker left and reap them (blocking): the guard never leaves one."""
+        for pgid in list(self._lingering):
+            del self._lingering[pgid]
+            self._forget_group(pgid)
         for w in list(self.workers.values()):
             w.killed = True
             self._signal_group(w, signal.SIGKILL)
@@ -741,4 +832,5 @@ class Supervisor:
                     except InterruptedError:
                         continue
             w = self.workers.pop(pid)
+            self._forget_group(pid)
             self._emit("exit", w.program, slot=w.slot, pid=pid, data={"status": "killed"})
