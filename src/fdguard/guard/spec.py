@@ -31,6 +31,10 @@ class Readiness(enum.StrEnum):
       (Node's `server.listen({fd: 3})`, uvloop's `create_server(sock=...)`)
       registers the socket with epoll exactly when it starts accepting.
     - NONE: ready as soon as it is running (for programs without sockets).
+
+    An HTTP probe through the listening address cannot tell workers apart: old
+    and new share the socket, so the old one may answer for the new. Both modes
+    above look at the new worker itself (or its descendant, for wrappers).
     """
 
     NOTIFY = "notify"
