@@ -139,3 +139,51 @@ def test_queued_connection_waits_for_a_slot_or_times_out(spawn: Callable[..., An
     stats = _stop(t)
     assert stats["refused_timeout"] == 1
     assert stats["queued"] == 2
+
+
+def test_throttle_runs_as_a_guarded_program_on_the_guards_socket(
+    spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        back = probe.getsockname()[1]
+    cfg = tmp_path / "front.toml"
+    cfg.write_text(f"""
+[programs.app]
+command = [{json.dumps(sys.executable)}, {json.dumps(UVLOOP_SERVER)}]
+listen = ["127.0.0.1:{back}"]
+ready = "notify"
+env = {{ LEAK_EVERY = "0" }}
+
+[programs.front]
+command = [{json.dumps(sys.executable)}, "-m", "fdguard", "guard", "throttle",
+           "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:{back}", "--max-conns", "2"]
+listen = ["127.0.0.1:0"]
+""")
+    rdir = tmp_path / "run"
+    rdir.mkdir(mode=0o700)
+    g = spawn([sys.executable, "-m", "fdguard", "guard", "--runtime-dir", str(rdir),
+               "--config", str(cfg)], timeout=60)
+    # Workers share the guard's stdout (the proxy prints its own line): ask the guard.
+    from fdguard.guard.control import send_command
+
+    ctl = rdir / "front" / "control.sock"
+    deadline = time.monotonic() + 60
+    while True:
+        st = send_command(ctl, {"cmd": "status"})["status"]["programs"]
+        if all(w["state"] == "ready" for p in st.values() for w in p["workers"]) and all(
+            p["workers"] for p in st.values()
+        ):
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.05)
+    host, port = st["front"]["listen"][0].rsplit(":", 1)
+    held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+    try:
+        assert all(_request(s) for s in held)  # through the proxy to the app
+        assert not _once(host, int(port))  # the third is over the cap
+    finally:
+        for s in held:
+            s.close()
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(timeout=30) == 0

@@ -436,12 +436,18 @@ def throttle_cmd(listen: str, upstream: str, rate: float | None, burst: int,
     """A loopback proxy capping new connections/s and concurrency in front of a service.
 
     Prints one JSON line when it listens, and its counters as JSON on SIGTERM/SIGINT.
+    Takes its listening socket from LISTEN_FDS when run under `fdguard guard`
+    (a program of its own in the guard's TOML) or systemd.
     """
     spec = ThrottleSpec(rate=rate, burst=burst, max_conns=max_conns, queue=queue,
                         queue_timeout=queue_timeout, refuse=refuse)
     if rate is None and max_conns is None:
         raise UsageError("give --rate and/or --max-conns: without a cap there is nothing to do")
-    ls = bind(parse_listen(listen, default_name="throttle"))
+    lspec = parse_listen(listen, default_name="throttle")
+    # Under a guard (or systemd) the listening socket is inherited: the proxy
+    # itself can then be restarted without refusing a connection.
+    adopted = adopt_systemd([lspec])
+    ls = adopted[0] if adopted else bind(lspec)
     try:
         proxy = ThrottleProxy(ls.sock, parse_listen(upstream, default_name="upstream"), spec)
 
