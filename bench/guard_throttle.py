@@ -38,9 +38,13 @@ REQ = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 Proc = subprocess.Popen[bytes]
 
 
+STARTED: list[Proc] = []  # everything started, killed at exit whatever happened
+
+
 def start(argv: list[str], env: dict[str, str] | None = None) -> tuple[Proc, str]:
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                          env=env, start_new_session=True)
+    STARTED.append(p)
     assert p.stdout is not None
     return p, p.stdout.readline().decode().strip()
 
@@ -186,6 +190,10 @@ def main() -> None:
               f"proxy {proxied['failures']}")
     finally:
         stop(up)
+        for p in STARTED:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 if __name__ == "__main__":
