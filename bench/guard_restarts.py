@@ -52,6 +52,9 @@ def server_argv(name: str) -> tuple[list[str], str]:
     return [sys.executable, str(PROCS / "guard_uvloop_server.py")], "notify"
 
 
+STARTED: list[subprocess.Popen[bytes]] = []  # killed at exit whatever happened
+
+
 class GuardRun:
     def __init__(self, server: str, rdir: Path, *, share: float | None, leak_every: int,
                  nofile: int = 2048, workers: int = 2) -> None:
@@ -66,6 +69,7 @@ class GuardRun:
         self.out = open(self.events_path, "w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([*args, "--", *argv], stdout=self.out,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
+        STARTED.append(self.proc)
         deadline = time.monotonic() + 60
         while not any(ev["kind"] == "up" for ev in self.events()):
             if self.proc.poll() is not None:
@@ -115,11 +119,13 @@ def pct(xs: list[float], p: float) -> float:
 
 
 def load(addr: str, samples: Path, duration: float, rate: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    p = subprocess.Popen(
         [sys.executable, str(LOAD), addr, "--connections", "8", "--duration", str(duration),
          "--rate", str(rate), "--samples", str(samples)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
     )
+    STARTED.append(p)
+    return p
 
 
 def finish(p: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -225,8 +231,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         os.chmod(tmp, 0o700)
-        for server in a.servers.split(","):
-            bench_server(server, a.restarts, a.steady, a.rate, a.wrk, tmp)
+        try:
+            for server in a.servers.split(","):
+                bench_server(server, a.restarts, a.steady, a.rate, a.wrk, tmp)
+        finally:
+            for p in STARTED:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
 
 
 if __name__ == "__main__":
