@@ -5,7 +5,7 @@ same `Trace` on every machine (only `random.Random` is used, no numpy). Samples 
 one every `DT` seconds (2 min: what a scraper keeps after downsampling; the detector
 buckets to 5 min anyway).
 
-Healthy classes (4 days each; peaks stay under 75% of the limit, so a static 80%
+Healthy classes (5 days each; peaks stay under 75% of the limit, so a static 80%
 rule is silent on them by construction and the comparison is about trend rules):
   stationary   noise around a level, plus a slow mean-reverting wander
   daily        a daily cycle (amplitude 20-100% of the base, varying +-15% a day)
@@ -34,6 +34,7 @@ from itertools import accumulate
 
 DT = 120.0
 HOUR = 3600.0
+HEALTHY_DAYS = 5  # long enough to exercise every lag the detector compares (4 days)
 DAY = 86400.0
 
 HEALTHY = ("stationary", "daily", "sawtooth", "step", "bursty", "warmup")
@@ -109,7 +110,7 @@ def _finish(cls: str, seed: int, ts: list[float], raw: list[float], rng: random.
 def stationary(seed: int) -> Trace:
     rng = random.Random(f"stationary/{seed}")
     base, noise = _base_and_noise(rng)
-    ts = _times(4 * DAY)
+    ts = _times(HEALTHY_DAYS * DAY)
     return _finish("stationary", seed, ts, [base + noise() for _ in ts], rng)
 
 
@@ -117,7 +118,7 @@ def daily(seed: int) -> Trace:
     rng = random.Random(f"daily/{seed}")
     base, noise = _base_and_noise(rng)
     cyc = _daily(rng, base)
-    ts = _times(4 * DAY)
+    ts = _times(HEALTHY_DAYS * DAY)
     return _finish("daily", seed, ts, [base + cyc(t) + noise() for t in ts], rng)
 
 
@@ -127,7 +128,7 @@ def sawtooth(seed: int) -> Trace:
     period = math.exp(rng.uniform(math.log(600), math.log(20 * HOUR)))
     height = rng.uniform(0.2, 1.5) * base + 5
     offset = rng.uniform(0, period)
-    ts = _times(4 * DAY)
+    ts = _times(HEALTHY_DAYS * DAY)
     raw = [base + height * (((t + offset) % period) / period) + noise() for t in ts]
     return _finish("sawtooth", seed, ts, raw, rng)
 
@@ -138,7 +139,7 @@ def step(seed: int) -> Trace:
     at = rng.uniform(0.3 * DAY, 3.5 * DAY)
     height = rng.uniform(3 * noise.sigma + 3, 0.8 * base + 20)
     ramp = rng.choice([0.0, rng.uniform(60, HOUR)])
-    ts = _times(4 * DAY)
+    ts = _times(HEALTHY_DAYS * DAY)
 
     def s(t: float) -> float:
         if t < at:
@@ -165,8 +166,8 @@ def _bursts(
 def bursty(seed: int) -> Trace:
     rng = random.Random(f"bursty/{seed}")
     base, noise = _base_and_noise(rng)
-    ts = _times(4 * DAY)
-    extra = _burst_array(rng, 4 * DAY, rng.uniform(1, 6), (0.2 * base, 2.0 * base))
+    ts = _times(HEALTHY_DAYS * DAY)
+    extra = _burst_array(rng, HEALTHY_DAYS * DAY, rng.uniform(1, 6), (0.2 * base, 2.0 * base))
     return _finish("bursty", seed, ts, [base + extra(t) + noise() for t in ts], rng)
 
 
@@ -175,7 +176,7 @@ def warmup(seed: int) -> Trace:
     base, noise = _base_and_noise(rng)
     tau = math.exp(rng.uniform(math.log(300), math.log(3 * HOUR))) / 3
     start = rng.uniform(3, 12)
-    ts = _times(4 * DAY)
+    ts = _times(HEALTHY_DAYS * DAY)
     raw = [start + (base - start) * (1 - math.exp(-t / tau)) + noise() for t in ts]
     return _finish("warmup", seed, ts, raw, rng)
 
