@@ -1,5 +1,7 @@
 """Benchmark `fdguard.snapshot()` against the /proc readlink floor, lsof and psutil.
 
+(Not named inspect.py: that would shadow the stdlib `inspect` for bench scripts.)
+
 Builds a real process holding ~19,000 mixed fds (40% loopback TCP, 30% pipes,
 30% files), then times in one run, interleaved, medians over repeats:
   floor    listing /proc/PID/fd + readlink of every fd (the least any tool can do)
@@ -7,26 +9,20 @@ Builds a real process holding ~19,000 mixed fds (40% loopback TCP, 30% pipes,
   lsof     lsof -p PID -n -P
   psutil   Process.open_files() + Process.net_connections()
 and the O(1) count at 10 fds and at the full size. Prints a table of medians and
-ratios to the floor. Usage: python3 bench/inspect.py [--fds 19000] [--repeat 7]
+ratios to the floor. Usage: python3 bench/inspect_snapshot.py [--fds 19000] [--repeat 7]
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file's name shadows the standard library's `inspect` for anything run
-# from bench/: drop bench/ from the import path before importing anything else.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 import argparse
 import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
