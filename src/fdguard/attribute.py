@@ -39,6 +39,7 @@ from typing import Any
 from fdguard.errors import FdguardError
 from fdguard.inspect import snapshot
 from fdguard.model import Fd, FdInfo, FdKind, Snapshot, TcpState
+from fdguard.procfs.kcmp import same_open_file
 from fdguard.procfs.process import DEFAULT_ROOT, ProcessDir
 from fdguard.runtimes.agent_client import AgentUnavailable, has_agent_socket, query_agent
 from fdguard.runtimes.detect import RuntimeInfo, detect, runtime_json
@@ -147,7 +148,13 @@ class Explanation:
         }
 
 
-def _same_object(fd: Fd, parent_targets: frozenset[str]) -> bool:
+def _same_object(fd: Fd, parent_targets: frozenset[str], inherited: frozenset[int]) -> bool:
+    if fd.fd in inherited:
+        return True
+    if fd.kind in _PATH_KINDS:
+        # A path in both tables is no proof (each open() is a new open file);
+        # only kcmp, via `inherited`, can tell.
+        return False
     target = fd.target
     if fd.kind.is_socket and fd.inode is not None:
         target = f"socket:[{fd.inode}]"
@@ -168,6 +175,7 @@ def attribute(
     *,
     flags: Mapping[int, int] | None = None,
     parent_targets: frozenset[str] = frozenset(),
+    inherited: frozenset[int] = frozenset(),
 ) -> tuple[tuple[FdVerdict, ...], Summary]:
     """Give every fd of `snap` a verdict (pure: no I/O).
 
@@ -176,7 +184,10 @@ def attribute(
         loops: the libuv loops found in it (empty when the process has no libuv).
         view: a handle view, or None for heuristic mode.
         flags: open-file flags by fd, where known (fdinfo).
-        parent_targets: the parent's fd link targets ("socket:[123]", paths...).
+        parent_targets: the parent's fd link targets ("socket:[123]", "pipe:[7]"...):
+            sockets and pipes are one object per inode, so a shared target is
+            a shared object. Paths are not: see `inherited`.
+        inherited: fds known to share their open file with the parent (kcmp).
     """
     flags = dict(flags or {})
     owned = view.by_fd() if view is not None else {}
@@ -209,7 +220,7 @@ def attribute(
         elif handle is not None and view is not None:
             verdict = Verdict.FS if handle.owns == OWNER_FS else Verdict.HANDLE
             v = FdVerdict(fd, verdict, _handle_evidence(handle, view, fd), True, loop_of)
-        elif _same_object(fd, parent_targets):
+        elif _same_object(fd, parent_targets, inherited):
             # The same open object in the parent: handed down at fork (or passed over
             # a unix socket). Node marks inherited fds O_CLOEXEC at startup, so the
             # flag alone proves nothing either way.
@@ -381,16 +392,35 @@ def _demote_newcomers(
     return tuple(out), summary
 
 
-def _parent_targets(pid: int, root: str) -> frozenset[str]:
+def _parent_links(pid: int, root: str) -> tuple[int, list[tuple[int, str]]]:
+    """The parent's PID and fd links (none for init's children or when unreadable)."""
     try:
         with ProcessDir(pid, root=root) as proc:
             ppid = proc.stat.ppid
         if ppid <= 1:
-            return frozenset()
+            return ppid, []
         with ProcessDir(ppid, root=root) as parent:
-            return frozenset(t for _, t in parent.read_fd_links())
+            return ppid, parent.read_fd_links()
     except FdguardError:
+        return 0, []
+
+
+def _shared_with_parent(
+    pid: int, snap: Snapshot, ppid: int, links: list[tuple[int, str]], root: str
+) -> frozenset[int]:
+    """The path-backed fds of `pid` that share their open file with the parent (kcmp)."""
+    if not links or root != DEFAULT_ROOT:
         return frozenset()
+    parent_fds: dict[str, list[int]] = {}
+    for pfd, target in links:
+        parent_fds.setdefault(target.removesuffix(" (deleted)"), []).append(pfd)
+    out = set()
+    for f in snap.fds:
+        if f.kind not in _PATH_KINDS or f.target is None:
+            continue
+        if any(same_open_file(pid, f.fd, ppid, pfd) for pfd in parent_fds.get(f.target, ())):
+            out.add(f.fd)
+    return frozenset(out)
 
 
 def explain(
@@ -444,8 +474,11 @@ def explain(
                                    (f.fd not in owned and f.fd not in watched))]
     flags = _read_flags(pid, snap, want, root)
     loops = find_loops(snap, flags) if runtime is not None else LoopMap((), ())
-    parents = _parent_targets(pid, root)
-    fds, summary = attribute(snap, loops, handle_view, flags=flags, parent_targets=parents)
+    ppid, parent_links = _parent_links(pid, root)
+    parents = frozenset(t for _, t in parent_links)
+    inherited = _shared_with_parent(pid, snap, ppid, parent_links, root)
+    fds, summary = attribute(snap, loops, handle_view, flags=flags, parent_targets=parents,
+                             inherited=inherited)
     if handle_view is not None and before is not None:
         fds, summary = _demote_newcomers(fds, summary, before)
     if handle_view is not None:
