@@ -12,6 +12,7 @@
  * and readlinkat (ENOENT) are skipped; any other error is raised as OSError
  * with its errno, for the caller to translate.
  */
+#define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -19,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,6 +42,7 @@ read_fd_links(PyObject *self, PyObject *args)
     entry_t *entries = malloc(cap * sizeof(entry_t));
     char *text = malloc(text_cap);
     int err = 0;
+    char failed[32] = "";
     if (entries == NULL || text == NULL) {
         free(entries);
         free(text);
@@ -47,22 +50,25 @@ read_fd_links(PyObject *self, PyObject *args)
     }
 
     Py_BEGIN_ALLOW_THREADS
-    int dup_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *dir = dup_fd < 0 ? NULL : fdopendir(dup_fd);
-    if (dir == NULL) {
+    /* getdents64 on the caller's directory fd itself (rewound first): opening
+     * a second fd here would show up in a snapshot of fdguard's own process. */
+    char dents[32768];
+    char buf[PATH_MAX];
+    if (lseek(dir_fd, 0, SEEK_SET) < 0) {
         err = errno;
-        if (dup_fd >= 0)
-            close(dup_fd);
-    } else {
-        struct dirent *de;
-        char buf[PATH_MAX];
-        for (;;) {
-            errno = 0;
-            de = readdir(dir);
-            if (de == NULL) {
-                err = errno;
-                break;
-            }
+        goto out;
+    }
+    for (;;) {
+        ssize_t got = getdents64(dir_fd, dents, sizeof(dents));
+        if (got < 0) {
+            err = errno;
+            break;
+        }
+        if (got == 0)
+            break;
+        for (ssize_t pos = 0; pos < got;) {
+            struct dirent64 *de = (struct dirent64 *)(dents + pos);
+            pos += de->d_reclen;
             const char *name = de->d_name;
             if (name[0] < '0' || name[0] > '9')
                 continue;
@@ -71,19 +77,20 @@ read_fd_links(PyObject *self, PyObject *args)
                 if (errno == ENOENT)
                     continue; /* closed while being read */
                 err = errno;
-                break;
+                snprintf(failed, sizeof(failed), "%s", name);
+                goto out;
             }
             if (n == cap) {
                 cap *= 2;
                 entry_t *grown = realloc(entries, cap * sizeof(entry_t));
-                if (grown == NULL) { err = ENOMEM; break; }
+                if (grown == NULL) { err = ENOMEM; goto out; }
                 entries = grown;
             }
             if (text_len + (size_t)len > text_cap) {
                 while (text_len + (size_t)len > text_cap)
                     text_cap *= 2;
                 char *grown = realloc(text, text_cap);
-                if (grown == NULL) { err = ENOMEM; break; }
+                if (grown == NULL) { err = ENOMEM; goto out; }
                 text = grown;
             }
             memcpy(text + text_len, buf, (size_t)len);
@@ -93,14 +100,17 @@ read_fd_links(PyObject *self, PyObject *args)
             text_len += (size_t)len;
             n++;
         }
-        closedir(dir);
     }
+out:
     Py_END_ALLOW_THREADS
 
     PyObject *result = NULL;
     if (err != 0) {
         errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
+        if (failed[0])
+            PyErr_SetFromErrnoWithFilename(PyExc_OSError, failed);
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
         goto done;
     }
     result = PyList_New((Py_ssize_t)n);

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,7 +191,7 @@ def analyze_cmd(series: str, limit: int | None, as_json: bool, period: float) ->
     """
     try:
         if series == "-":
-            data = click.get_binary_stream("stdin").read()
+            data = sys.stdin.buffer.read()
         else:
             with open(series, "rb") as fh:
                 data = fh.read()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -20,6 +21,6 @@ def console() -> Console:
     Markup is off: fd targets such as "anon_inode:[eventpoll]" contain brackets.
     Piped output is not wrapped at 80 columns, so `| grep` sees whole lines.
     """
-    stream = click.get_text_stream("stdout")
+    stream = sys.stdout  # CliRunner swaps it too (click.get_text_stream is deprecated)
     width = None if stream.isatty() else 400
     return Console(file=stream, highlight=False, markup=False, soft_wrap=False, width=width)

@@ -342,7 +342,7 @@ def watch(
         sinks += [CommandSink(shlex.split(c)) for c in alert_commands]
         if alert_log:
             sinks.append(LogSink())
-        out = click.get_text_stream("stdout")
+        out = sys.stdout
         live_view = not as_json and out.isatty()
         if not as_json and not live_view:
             sinks.append(StreamSink(out, as_json=False))

@@ -266,9 +266,11 @@ class ProcessDir:
         fd_dir = self.fd_dir
         if _speedups is not None:
             try:
-                yield from _speedups.read_fd_links(fd_dir)
+                links = _speedups.read_fd_links(fd_dir)
             except OSError as err:
-                raise translate(err, self.pid, "fd") from err
+                where = f"fd/{err.filename}" if err.filename else "fd"
+                raise translate(err, self.pid, where) from err
+            yield from links
             return
         with process_errors(self.pid, "fd"):
             names = os.listdir(fd_dir)
