@@ -10,41 +10,47 @@ A leak is "the count never returns to where it was". Healthy traffic moves the c
 up and down around a floor (churn, bursts, a connection pool that fills and is
 recycled); a leak raises the floor itself. So the detector looks only at floors:
 
-1. Samples fall into buckets (`bucket_seconds`, 5 min); each bucket keeps its
-   minimum. The *floor* f(t) is the minimum of the bucket minima over the trailing
-   `floor_seconds` (1 h). Bursts, churn and sawtooth pools shorter than that window
-   only ever add fds on top of the floor, so they cannot move it upwards.
+1. Samples fall into buckets (`bucket_seconds`, 5 min). At each bucket close the
+   *floor* is the 10% quantile (`floor_quantile`; 0 = the minimum) of the samples of
+   the trailing `floor_seconds` (1 h): bursts, churn and sawtooth pools shorter than
+   that only add fds on top of it, and heavy symmetric churn moves a low quantile far
+   less than the minimum. The *level* f(t) is the rolling median of the floor over
+   `smooth_seconds` (3 h), which also ignores the odd hour a cluster of bursts lifted.
 
-2. The reference R(t) is the HIGHEST floor seen between one `period_seconds` (24 h)
-   and half a period ago. Because that window spans half a period and ends exactly
-   one period back, it contains the same phase of any cycle whose period is at most
-   a day (daily traffic, sawtooth pools of any period up to 24 h): a healthy
-   cycle's current floor can never exceed it. The price is that nothing can be
+2. The reference R_k(t) is the HIGHEST level seen between k periods (`period_seconds`,
+   24 h) and k - 1/2 periods ago, for k = 1..`lookback_periods` (4). That window spans
+   half a period and starts exactly k periods back, so it contains the same phase of
+   any cycle of period up to a day (daily traffic, sawtooth pools up to 24 h): a
+   healthy cycle's current level cannot exceed it. Longer lags let a slow leak under
+   heavy noise accumulate a rise the noise cannot hide. The price: nothing can be
    declared before one full period of history (the first day is blind: a morning
-   ramp and a leak are indistinguishable before the evening). Set `period_seconds`
-   lower for services known to have no daily cycle.
+   ramp and a leak are indistinguishable before the evening). Lower `period_seconds`
+   for services known to have no daily cycle.
 
-3. Rise = f(t) - R(t) must exceed a margin scaled to the series' own noise:
-   max(min_rise, k_sigma * sigma, range_share * day range), where sigma is a robust
-   (MAD) estimate of how much the floor moves within one floor window, and the day
-   range term tolerates day-to-day amplitude changes of a cycle.
+3. Rise = f(t) - R_k(t) must exceed max(min_rise, k_sigma * sigma, range_share * the
+   level's range over the last period). sigma is a robust (MAD) noise estimate of the
+   level in which daily cycles and steady trends cancel (see `_estimate_sigma`); the
+   range term tolerates day-to-day changes of a cycle's amplitude.
 
-4. A one-off step (a pool that grows once and stays) also raises the floor above R.
-   A leak keeps raising it, so the rise must be *spread*: there must be a split time
-   x at least `min_split_seconds` before now with both halves of the rise significant:
-   M(x) - R > split margin and f(t) - M(x) > split margin, where M(x) is the highest
-   floor between half a period ago and x. A single step sits on one side of any
-   split, so one half is only noise. Staircase leaks (a few fds per reconnect storm,
-   per error burst) pass as soon as two storms happened since the reference.
+4. A one-off step (a pool that grows once and stays) also raises the level above R.
+   A leak keeps raising it, so the biggest single step is removed: the largest rise
+   of the level's median across any split (the `step_seconds` before against the
+   `step_seconds` after). What is left of the rise must still exceed
+   max(min_rise, split_sigma * sigma, step_share * that step). A single step, sharp
+   or ramped, leaves only noise and drift; a linear leak leaves nearly all of its
+   rise; a staircase leak (fds left by each reconnect storm or error burst) leaves
+   the other steps.
 
-5. The conditions must hold on `persist` consecutive bucket closes. The verdict is
-   latched: once a leak is declared, `detected_at` is fixed (fds that leaked do not
-   come back); rate and ETA keep being refreshed.
+5. The conditions must hold on `persist` consecutive bucket closes (2 h): a wander of
+   the level lasting an hour is not a leak. The verdict is latched: once a leak is
+   declared, `detected_at` is fixed (fds that leaked do not come back); rate and ETA
+   keep being refreshed.
 
-The growth rate is a Theil-Sen slope of the floor over the last half period (robust
-to bursts and outliers); the ETA is (soft limit - recent peak) / rate, using the
-recent peak because EMFILE happens when the peaks, not the floor, reach the limit.
-Confidence combines the slope's t-statistic with how many recent evaluations agree.
+The growth rate comes from the day-over-day change of the level, in which a daily
+cycle cancels (see `_estimate_rate`); the ETA is (soft limit - highest count of the
+last period) / rate, because EMFILE comes when a peak (the daily high, a burst), not
+the floor, meets the limit. Confidence combines how far the rise stands out of the
+noise with how many recent evaluations agree.
 """
 
 from __future__ import annotations
@@ -133,11 +139,11 @@ class LeakVerdict:
     confidence: float
     reason: str
     level: float | None = None
-    """The recent peak count (basis of the ETA)."""
+    """The highest count of the last period (the basis of the ETA)."""
     floor: float | None = None
-    """The current floor (minimum over the floor window)."""
+    """The current level: the smoothed low quantile of the last hour (see the module)."""
     reference: float | None = None
-    """The highest floor between one period and half a period ago."""
+    """The highest level between one period and half a period ago (or the one that fired)."""
     samples: int = 0
 
     def to_json(self) -> dict[str, Any]:
