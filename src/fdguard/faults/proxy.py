@@ -373,9 +373,10 @@ class FaultProxy:
                 why.append("timeout")
         reason = why[0] if why else "closed"
         if reason == "reset":
+            # Count first: once the RSTs are out, a caller may already read the stats.
+            self._count(resets=1)
             _rst(u_writer)
             _rst(c_writer)
-            self._count(resets=1)
         elif reason == "half_open":
             # The client left; the service is never told. Hold its side open.
             self._count(held_half_open=1)
