@@ -69,9 +69,9 @@ def time_it(fn: Callable[[int], int], pid: int) -> float:
     return time.perf_counter() - t0
 
 
-def holder(n: int) -> tuple[subprocess.Popen[bytes], int]:
+def holder(n: int, distinct: int = 100) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "fd_holder.py"), str(n)],
+        [sys.executable, str(HERE / "fd_holder.py"), str(n), "0.4", "0.3", str(distinct)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -96,11 +96,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fds", type=int, default=19000)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument(
+        "--distinct-files",
+        type=int,
+        default=100,
+        help="spread the file fds over this many paths (fdguard stats each path once)",
+    )
     args = ap.parse_args()
     if shutil.which("lsof") is None:
         raise SystemExit("lsof is not installed (scripts/setup.sh installs it)")
 
-    big, n_big = holder(args.fds)
+    big, n_big = holder(args.fds, args.distinct_files)
     small, _ = holder(10)
     try:
         contenders: dict[str, Callable[[int], int]] = {
@@ -131,7 +137,8 @@ def main() -> None:
         stop(small)
 
     base = statistics.median(times["floor (listdir+readlink)"])
-    print(f"process with {n_big} fds: {snap.by_kind}")
+    print(f"process with {n_big} fds: {snap.by_kind}, files over "
+          f"{args.distinct_files} distinct paths")
     print(f"{'contender':38} {'median ms':>10} {'x floor':>8}")
     for name, ts in times.items():
         med = statistics.median(ts)

@@ -16,13 +16,21 @@ syscalls per fd.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 from fdguard.classify import DELETED_SUFFIX, FDINFO_KINDS, classify_link, kind_from_mode
 from fdguard.errors import ProcfsFormatError
 from fdguard.model import Fd, FdInfo, FdKind, ProcessRef, Snapshot
 from fdguard.procfs.fdinfo import parse_fdinfo
-from fdguard.procfs.process import DEFAULT_ROOT, ProcessDir, count_fds
+from fdguard.procfs.process import (
+    DEFAULT_ROOT,
+    TAG_PATH,
+    TAG_PIPE,
+    TAG_SOCKET,
+    ProcessDir,
+    count_fds,
+)
 from fdguard.procfs.sockets import SocketResolver
 from fdguard.procfs.sockprobe import SocketProber
 
@@ -107,12 +115,11 @@ def snapshot(
         append = fds.append
         mk = tuple.__new__
         socket_rows: dict[int, list[int]] = {}
-        path_kinds: dict[str, tuple[FdKind, int] | None] = {}
+        path_kind = functools.cache(kind_from_mode)
         pipe, other = FdKind.PIPE, FdKind.OTHER
-        for fd, target in proc.iter_fd_links():
-            head = target[:2]
-            if head == "so" and target.startswith("socket:["):
-                ino = int(target[8:-1])
+        for fd, target, tag, ino, mode in proc.read_fd_entries():
+            if tag == TAG_SOCKET:
+                assert ino is not None
                 rows_of = socket_rows.get(ino)
                 if rows_of is None:
                     socket_rows[ino] = [len(fds)]
@@ -120,34 +127,26 @@ def snapshot(
                     rows_of.append(len(fds))
                 append(mk(Fd, (fd, other, target, ino, None, None, None, False, None,
                                None, None, None, None)))
-            elif head == "pi" and target.startswith("pipe:["):
-                append(mk(Fd, (fd, pipe, target, int(target[6:-1]), None, None, None, False,
+            elif tag == TAG_PIPE:
+                append(mk(Fd, (fd, pipe, target, ino, None, None, None, False,
                                None, None, None, None, None)))
-            elif head[:1] == "/" and not target.startswith("/memfd:"):
+            elif tag == TAG_PATH:
+                assert mode is not None
                 deleted = target.endswith(DELETED_SUFFIX)
                 path = target[: -len(DELETED_SUFFIX)] if deleted else target
-                # Fds showing the same live path share one dentry, hence one
-                # file type and inode: stat it once. Deleted paths are never
-                # shared this way (a new file may have the same name).
-                known = None if deleted else path_kinds.get(path)
-                if known is None:
-                    st = proc.stat_fd(fd)
-                    if st is None:
-                        continue  # closed while being read
-                    known = (kind_from_mode(st.st_mode), st.st_ino)
-                    if not deleted:
-                        path_kinds[path] = known
-                info = _read_info(proc, fd, known[0]) if fdinfo else None
-                append(mk(Fd, (fd, known[0], path, known[1], None, None, None, deleted, info,
+                kind = path_kind(mode)
+                info = _read_info(proc, fd, kind) if fdinfo else None
+                append(mk(Fd, (fd, kind, path, ino, None, None, None, deleted, info,
                                None, None, None, None)))
             else:
-                kind = _ANON.get(target)
-                if kind is None:
+                anon = _ANON.get(target)
+                if anon is None:
                     lc = classify_link(target)
                     assert lc.kind is not None
                     kind = lc.kind
                     fd_obj = Fd(fd, kind, lc.target, lc.inode, deleted=lc.deleted)
                 else:
+                    kind = anon
                     fd_obj = Fd(fd, kind, target)
                 if fdinfo or kind in FDINFO_KINDS:
                     info = _read_info(proc, fd, kind)
@@ -190,8 +189,6 @@ def snapshot(
                 fds[i] = mk(Fd, (f[0], e.kind, f[2], f[3], e.state, e.local, e.remote, False,
                                  f[8], e.peer_inode, e.recv_q, e.send_q, None))
         proc.check_alive()
-        if any(fds[i].fd > fds[i + 1].fd for i in range(len(fds) - 1)):
-            fds.sort(key=lambda f: f.fd)  # /proc lists fds in ascending order; be sure
         return Snapshot(
             process=proc.ref,
             command=command,

@@ -55,3 +55,24 @@ def test_c_reader_skips_fds_closing_mid_read(spawn: Callable[..., Child]) -> Non
             links = list(proc.iter_fd_links())
         assert all(isinstance(fd, int) and target for fd, target in links)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_c_and_python_dump_parsers_agree(spawn: Callable[..., Child],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from fdguard.procfs import sockdiag
+
+    child = spawn(python_proc("fdzoo.py"))
+    assert json.loads(child.ready)["truth"]
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+            data = sockdiag.dump(sockdiag.inet_request(family, proto))
+            fast = sockdiag.parse_inet_dump(data, proto)
+            monkeypatch.setattr(sockdiag, "_speedups", None)
+            slow = sockdiag.parse_inet_dump(data, proto)
+            monkeypatch.undo()
+            assert fast == slow
+            assert fast
+            some = set(list(fast)[:3])
+            assert sockdiag.parse_inet_dump(data, proto, some) == {i: slow[i] for i in some}

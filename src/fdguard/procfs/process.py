@@ -32,6 +32,22 @@ DEFAULT_ROOT = "/proc"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
+TAG_OTHER, TAG_SOCKET, TAG_PIPE, TAG_PATH = 0, 1, 2, 3
+
+
+def tag_link(target: str) -> tuple[int, int | None]:
+    """(tag, inode) of an fd link text, as `ProcessDir.read_fd_entries` gives them."""
+    for prefix, tag in (("socket:[", TAG_SOCKET), ("pipe:[", TAG_PIPE)):
+        if target.startswith(prefix) and target.endswith("]"):
+            digits = target[len(prefix) : -1]
+            if digits.isdigit() and digits.isascii():
+                return tag, int(digits)
+            return TAG_OTHER, None
+    if target.startswith("/") and not target.startswith("/memfd:"):
+        return TAG_PATH, None
+    return TAG_OTHER, None
+
+
 @dataclass(frozen=True, slots=True)
 class ProcStat:
     """The fields of /proc/PID/stat that fdguard uses."""
@@ -283,6 +299,41 @@ class ProcessDir:
             except OSError as err:
                 raise translate(err, self.pid, f"fd/{name}") from err
             yield int(name), target
+
+    def read_fd_entries(self) -> list[tuple[int, str, int, int | None, int | None]]:
+        """Every fd as (fd, target, tag, inode, mode), in ascending fd order.
+
+        `tag` pre-sorts the link text so a caller need not: TAG_SOCKET
+        ("socket:[N]"), TAG_PIPE ("pipe:[N]"), TAG_PATH (a path, not a memfd),
+        TAG_OTHER. `inode` is N for sockets and pipes and st_ino for paths;
+        `mode` is st_mode for paths (their type is not in the text), else None.
+        Same race rules as `iter_fd_links`: an fd that closes is left out.
+        """
+        if _speedups is not None:
+            fd_dir = self.fd_dir
+            try:
+                return _speedups.read_fd_links(fd_dir, True)
+            except OSError as err:
+                where = f"fd/{err.filename}" if err.filename else "fd"
+                raise translate(err, self.pid, where) from err
+        out: list[tuple[int, str, int, int | None, int | None]] = []
+        # Without the C loop, fds showing the same live path share one dentry,
+        # hence one type and inode: stat each such path once.
+        seen: dict[str, tuple[int, int]] = {}
+        for fd, target in self.iter_fd_links():
+            tag, inode = tag_link(target)
+            mode = None
+            if tag == TAG_PATH:
+                known = None if target.endswith(" (deleted)") else seen.get(target)
+                if known is None:
+                    st = self.stat_fd(fd)
+                    if st is None:
+                        continue
+                    known = (st.st_ino, st.st_mode)
+                    seen[target] = known
+                inode, mode = known
+            out.append((fd, target, tag, inode, mode))
+        return out
 
     def stat_fd(self, fd: int) -> os.stat_result | None:
         """stat() the object behind `fd` (follows the magic link); None if it closed."""
