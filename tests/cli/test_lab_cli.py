@@ -24,7 +24,8 @@ def test_list_json_names_each_scenario_with_api_path_and_reproducer_flag() -> No
     assert rows["loop-init-emfile"]["api"] == "loop"
     assert rows["loop-init-emfile"]["path"] == "error"
     assert rows["loop-init-emfile"]["c_reproducer"] is True
-    assert rows["fs-scandir"]["c_reproducer"] is False
+    assert rows["fs-scandir"]["c_reproducer"] is True
+    assert rows["node-worker-churn"]["c_reproducer"] is False  # a runtime scenario
 
 
 def test_run_exits_10_on_a_leak_and_reports_both_libuvs() -> None:
@@ -90,4 +91,4 @@ def test_repro_writes_source_and_build_script(tmp_path: Path) -> None:
     assert (tmp_path / "repro.c").is_file()
     assert "cc -O0 -g -Wall -o repro repro.c -ldl" in (tmp_path / "build.sh").read_text()
     assert "./repro /path/to/libuv.so" in out
-    assert _invoke("repro", "fs-scandir", "--out", str(tmp_path / "x"))[0] == 2
+    assert _invoke("repro", "node-worker-churn", "--out", str(tmp_path / "x"))[0] == 2

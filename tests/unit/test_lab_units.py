@@ -116,9 +116,12 @@ def test_catalogue_covers_the_core_and_both_paths() -> None:
         assert {s.path for s in CATALOGUE.values() if s.api == api} == {"normal", "error"}
 
 
-def test_repro_render_refuses_unknown_and_unwritten_scenarios() -> None:
+def test_repro_render_refuses_unknown_and_unwritten_scenarios(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with pytest.raises(UsageError):
         repro.render("no-such-scenario")
+    monkeypatch.delitem(repro._BODIES, "fs-scandir")
     with pytest.raises(UsageError, match="no C reproducer"):
         repro.render("fs-scandir")
     text = repro.render("loop-init-emfile")

@@ -6,7 +6,9 @@ binding, so one binary runs against every release (uv.h is needed only for
 prototypes and constants; any 1.x header will do). It runs the same
 iterations as the lab, prints the fd count after each, the fds that appeared
 after the warm-up iteration, and expected against observed behaviour. Exit
-status: 0 no leak, 1 leak, 2 setup failure.
+status: 0 no leak, 1 leak, 2 setup failure (an abort inside libuv kills it
+with the signal, as it does the lab's child). Every catalogue scenario has a
+C body here or in `fdguard.lab.repro_c`.
 
     cc -o repro repro.c -ldl && ./repro /path/to/libuv.so.1 10
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fdguard.errors import UsageError
+from fdguard.lab.repro_c import BODIES
 from fdguard.lab.scenarios import CATALOGUE
 
 BUILD_COMMAND = "cc -O0 -g -Wall -o repro repro.c -ldl"
@@ -115,9 +118,19 @@ static __attribute__((unused)) void undo_squeeze(void) {
   for (i = 0; i < nplaceholders; i++) close(placeholders[i]);
 }
 
+/* A libuv status as the lab prints it: the error's name, or the number if >= 0. */
 static __attribute__((unused)) const char* err_name(int rc) {
-  return rc == 0 ? "0" : UV(uv_err_name)(rc);
+  static char bufs[8][16];
+  static int next;
+  char* out;
+  if (rc < 0) return UV(uv_err_name)(rc);
+  out = bufs[next++ %% 8];
+  snprintf(out, sizeof(bufs[0]), "%%d", rc);
+  return out;
 }
+
+/* Run after the verdict (cleanup of a scratch directory, say); set by setup(). */
+static void (*at_end)(void);
 """
 
 _MAIN = r"""
@@ -161,6 +174,8 @@ int main(int argc, char** argv) {
   printf("observed: %%+d fds over %%d iterations after the warm-up (%%d new fds open)\n",
          count - warm, iterations - 1, leaked);
   printf("verdict %%s\n", count > warm ? "leak" : "no-leak");
+  fflush(stdout);
+  if (at_end != NULL) at_end();
   return count > warm ? 1 : 0;
 }
 """
@@ -365,6 +380,9 @@ static const char* iterate(int i) {
 }
 """,
 }
+
+
+_BODIES.update(BODIES)
 
 
 def supported() -> list[str]:
