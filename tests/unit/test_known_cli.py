@@ -75,3 +75,25 @@ def test_all_lists_the_whole_base() -> None:
     assert code == 0, out
     bugs = json.loads(out)["bugs"]
     assert len(bugs) >= 25
+
+
+def test_node_release_between_recorded_ones_is_inferred_and_says_so() -> None:
+    code, out = _run("--node", "20.15.0")
+    assert code == 0, out
+    assert "libuv 1.46.0 on" in out
+    assert "inferred (not read for this release)" in out
+    assert "20.13.0 and 20.18.0" in out
+    code, out = _run("--node", "22.19.0", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["libuv_version"] == "1.51.0"
+    assert "inferred" in doc["version_source"]
+    code, out = _run("--node", "22.20.0", "--json")
+    assert "inferred" not in json.loads(out)["version_source"]
+
+
+def test_node_release_across_an_unrecorded_upgrade_is_refused() -> None:
+    code, out = _run("--node", "24.14.0")
+    assert code == 2
+    assert "24.13.0 (libuv 1.51.0)" in out
+    assert "24.16.0 (libuv 1.52.1)" in out

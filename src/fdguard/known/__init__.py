@@ -8,11 +8,13 @@ version.
 
 from fdguard.known.base import (
     Bundle,
+    BundleLookup,
     KnownBug,
     bundled_libuv,
     carried,
     load_bugs,
     load_bundles,
+    lookup_bundled,
 )
 from fdguard.known.facade import (
     KnownReport,
@@ -34,6 +36,7 @@ from fdguard.known.versions import Version, VersionRange, parse_version
 
 __all__ = [
     "Bundle",
+    "BundleLookup",
     "Candidate",
     "KnownBug",
     "KnownReport",
@@ -48,6 +51,7 @@ __all__ = [
     "known_from_store",
     "load_bugs",
     "load_bundles",
+    "lookup_bundled",
     "observe",
     "observe_counts",
     "observe_history",

@@ -287,6 +287,87 @@ def bundled_libuv(runtime: str, release: Version) -> Bundle | None:
     return None
 
 
+# Runtimes whose unrecorded releases may be inferred from recorded neighbours. A
+# Node.js major is one release line whose bundled libuv only moves forward, so a
+# release between two recorded ones with the same libuv carries that libuv too.
+# uvloop's table lists every release tag, so a release missing from it is not a
+# release: it stays exact.
+_INFER_WITHIN_MAJOR = frozenset({"node"})
+
+
+@dataclass(frozen=True, slots=True)
+class BundleLookup:
+    """Which libuv a runtime release carries: read for that release, inferred, or unknown.
+
+    `below`/`above` are the nearest recorded releases of the same major on each
+    side (equal to `release` when it is recorded itself). `libuv` is None when
+    the base cannot say.
+    """
+
+    runtime: str
+    release: Version
+    libuv: Version | None
+    how: str  # "recorded", "inferred", "inferred-newest" or "unknown"
+    below: tuple[Version, Bundle] | None
+    above: tuple[Version, Bundle] | None
+
+    @property
+    def inferred(self) -> bool:
+        return self.how in ("inferred", "inferred-newest")
+
+    def explain(self) -> str:
+        """One sentence saying where the answer (or the lack of one) comes from."""
+        name = f"{self.runtime} {self.release}"
+        if self.how == "recorded" and self.below is not None:
+            return f"{name} bundles libuv {self.libuv} ({self.below[1].source})"
+        if self.how == "inferred" and self.below is not None and self.above is not None:
+            return (
+                f"{name} bundles libuv {self.libuv}, inferred (not read for this release): "
+                f"the recorded {self.below[0]} and {self.above[0]} of this line both carry it "
+                f"({self.below[1].source}; {self.above[1].source})"
+            )
+        if self.how == "inferred-newest" and self.below is not None:
+            return (
+                f"{name} bundles libuv {self.libuv}, inferred (not read for this release): "
+                f"it is newer than {self.below[0]}, the newest recorded release of this line, "
+                f"which carries it ({self.below[1].source}); a later release may have "
+                "upgraded libuv"
+            )
+        if self.below is not None and self.above is not None:
+            return (
+                f"which libuv {name} bundles is not in fdguard's base: it lies between "
+                f"{self.below[0]} (libuv {self.below[1].libuv}) and {self.above[0]} "
+                f"(libuv {self.above[1].libuv}), and the release that upgraded is not recorded"
+            )
+        return f"which libuv {name} bundles is not in fdguard's base"
+
+
+def lookup_bundled(runtime: str, release: Version) -> BundleLookup:
+    """Which libuv `runtime` `release` bundles, inferring within a Node.js major.
+
+    Recorded: the release is in the table. Inferred: an unrecorded Node.js release
+    whose nearest recorded releases of the same major on both sides carry one
+    libuv, or one newer than every recorded release of its major (that newest
+    release's libuv; "inferred-newest", since a later release may have upgraded).
+    Unknown otherwise: below the oldest recorded release of its major, between
+    two that carry different libuv versions, or a major with nothing recorded.
+    """
+    rows = [(r, row) for row in load_bundles() if row.runtime == runtime for r in row.releases]
+    exact = next(((r, row) for r, row in rows if r == release), None)
+    if exact is not None:
+        return BundleLookup(runtime, release, exact[1].libuv, "recorded", exact, exact)
+    if runtime not in _INFER_WITHIN_MAJOR:
+        return BundleLookup(runtime, release, None, "unknown", None, None)
+    line = sorted((p for p in rows if p[0].major == release.major), key=lambda p: p[0])
+    below = next((p for p in reversed(line) if p[0] < release), None)
+    above = next((p for p in line if p[0] > release), None)
+    if below is not None and above is None:
+        return BundleLookup(runtime, release, below[1].libuv, "inferred-newest", below, None)
+    if below is not None and above is not None and below[1].libuv == above[1].libuv:
+        return BundleLookup(runtime, release, below[1].libuv, "inferred", below, above)
+    return BundleLookup(runtime, release, None, "unknown", below, above)
+
+
 def carried(
     version: Version, *, platform: str | None = "linux", bugs: tuple[KnownBug, ...] | None = None
 ) -> tuple[KnownBug, ...]:

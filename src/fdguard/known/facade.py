@@ -17,7 +17,7 @@ from typing import Any
 
 from fdguard.errors import NoSuchProcess, ToolMissing, UsageError
 from fdguard.inspect import snapshot
-from fdguard.known.base import KnownBug, bundled_libuv, carried
+from fdguard.known.base import KnownBug, carried, lookup_bundled
 from fdguard.known.match import Candidate, Observation, observe, observe_history, rank
 from fdguard.known.versions import Version, parse_version
 from fdguard.procfs.process import DEFAULT_ROOT
@@ -99,14 +99,11 @@ def resolve_version(
     v = parse_version(text)
     if name == "libuv":
         return v, "given (--libuv)"
-    row = bundled_libuv(name, v)
-    if row is None:
+    found = lookup_bundled(name, v)
+    if found.libuv is None:
         how = "node -p process.versions.uv" if name == "node" else "fdguard explain PID"
-        raise UsageError(
-            f"which libuv {name} {v} bundles is not in fdguard's base; "
-            f"give it with --libuv (`{how}` tells)"
-        )
-    return row.libuv, f"{name} {v} bundles libuv {row.libuv} ({row.source})"
+        raise UsageError(f"{found.explain()}; give it with --libuv (`{how}` tells)")
+    return found.libuv, found.explain()
 
 
 def known_for_version(version: Version, source: str, *, platform: str | None = None) -> KnownReport:
