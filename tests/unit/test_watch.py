@@ -11,9 +11,10 @@ from pathlib import Path
 
 from fdguard.alerts import AlertEngine, EtaRule, TrendRule
 from fdguard.clock import ManualClock
+from fdguard.detect import DetectorConfig
 from fdguard.store import Store
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
-from fdguard.watch import WatchConfig, Watcher, WatchEvent
+from fdguard.watch import WatchConfig, Watcher, WatchEvent, detector_config_for
 
 SLEEPER = [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"]
 
@@ -216,3 +217,14 @@ def test_close_wait_leak_under_a_flat_total_is_found_per_kind(spawn) -> None:
     assert kinds[0].data["leak"] is True
     assert 1.0 <= kinds[0].data["rate_per_hour"] <= 3.0
     assert w.views()[0].kind_verdicts["tcp:CLOSE-WAIT"].leak
+
+
+def test_rescaled_detector_keeps_its_persistence_in_seconds() -> None:
+    """`persist` counts buckets: overriding the bucket must not stretch it (24 buckets
+    of 0.1 s would be 2.4 s, seven times the rescaled two hours of a day)."""
+    base = DetectorConfig()
+    assert detector_config_for(86400.0).persist == base.persist
+    cfg = detector_config_for(4.0, bucket=0.1)
+    want = base.persist * base.bucket_seconds * 4.0 / 86400.0
+    assert abs(cfg.persist * cfg.bucket_seconds - want) <= cfg.bucket_seconds / 2
+    assert detector_config_for(4.0, bucket=0.15).persist == 2
