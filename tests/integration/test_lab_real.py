@@ -294,6 +294,23 @@ def test_reproducer_confirms_the_ipc_enomem_leak_on_1_48_and_not_on_1_44(
         assert out.count("-> socket:[") == (3 if leaks else 0)
 
 
+def test_error_path_reproducers_match_the_lab_on_a_built_1_48(
+    tmp_path: Path, libuv_1_48: LibuvBuild
+) -> None:
+    # The same C sources as on Debian's 1.44.2 (test_lab_repro_real.py), on another release.
+    for scenario in ("tcp-bind-in-use", "tcp-accept-emfile", "pipe-connect-emfile",
+                     "udp-bind-in-use", "fs-open-emfile", "fs-open-eacces", "spawn-emfile",
+                     "fs-event-emfile", "tcp-close-pending-connect", "signal-start-stop"):
+        exe = _compile_repro(scenario, tmp_path / scenario)
+        lab = run_scenario(scenario, _target(libuv_1_48), iterations=4)
+        deltas, out = _repro_counts(exe, libuv_1_48.library, 4)
+        outcomes = tuple(dict.fromkeys(line.split(maxsplit=6)[6] for line in out.splitlines()
+                                       if line.startswith("iter ")))
+        assert "libuv 1.48.0" in out
+        assert (tuple(deltas), outcomes) == (lab.deltas, lab.outcomes), (scenario, out)
+        assert lab.verdict is Verdict.NO_LEAK, lab
+
+
 # -- runtime scenarios (Node.js, uvloop), counted from outside -----------------------------
 
 
