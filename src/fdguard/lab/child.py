@@ -49,7 +49,7 @@ def run(libuv: str, name: str, iterations: int, workdir: str) -> int:
     pid = os.getpid()
     try:
         uv = Libuv(libuv)
-        ctx = Ctx(uv, libuv, workdir)
+        ctx = Ctx(uv, libuv, workdir, inject=scenario.inject is not None)
         if scenario.needs_shared_loop:
             ctx.init_loop()
         if scenario.setup is not None:

@@ -386,8 +386,8 @@ _BODIES.update(BODIES)
 
 
 def supported() -> list[str]:
-    """Scenarios the emitter can write as C."""
-    return sorted(_BODIES)
+    """Scenarios the emitter can write as C (an injected variant shares its twin's body)."""
+    return sorted({*_BODIES, *(n for n, s in CATALOGUE.items() if s.twin in _BODIES)})
 
 
 @dataclass(frozen=True)
@@ -408,7 +408,9 @@ def render(name: str) -> str:
     """
     if name not in CATALOGUE:
         raise UsageError(f"no such scenario: {name}")
-    body = _BODIES.get(name)
+    # An ENFILE variant is its EMFILE twin's program run under strace: the
+    # injected call fails before the kernel looks at the lowered limit.
+    body = _BODIES.get(CATALOGUE[name].twin or name)
     if body is None:
         raise UsageError(
             f"no C reproducer for {name} yet; scenarios with one: {', '.join(supported())}")
@@ -428,4 +430,12 @@ def write(name: str, out_dir: str | Path) -> Reproducer:
     src.write_text(render(name))
     (out / "build.sh").write_text(f"#!/bin/sh\ncd \"$(dirname \"$0\")\" && {BUILD_COMMAND}\n")
     (out / "build.sh").chmod(0o755)
-    return Reproducer(name, src, BUILD_COMMAND, "./repro /path/to/libuv.so [iterations]")
+    run = "./repro /path/to/libuv.so [iterations]"
+    inject = CATALOGUE[name].inject
+    if inject is not None:
+        syscall, errno, step = inject
+        run = (f"strace -f -qq -o /dev/null -e trace={syscall} "
+               f"-e inject={syscall}:error={errno}:when=K+{step} {run}"
+               f"   (K: the number of the first {syscall} call made inside the squeezed call;"
+               f" list them with `strace -e trace={syscall} {run}`)")
+    return Reproducer(name, src, BUILD_COMMAND, run)

@@ -16,9 +16,12 @@ listed fd by fd from the two snapshots the child took.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from fdguard.errors import UsageError
+from fdguard.errors import ToolMissing, UsageError
 from fdguard.lab.runtime import RUNTIME_CATALOGUE, run_runtime
 from fdguard.lab.scenarios import CATALOGUE
 from fdguard.lab.versions import LibuvTarget
@@ -158,26 +161,114 @@ def run_scenario(
         rt = RUNTIME_CATALOGUE[name].runtime
         events, rc, timed_out, err = run_runtime(name, iterations, timeout)
         return _result(name, rt, rt, events, rc, timed_out, err, started)
-    timed_out = False
+    inject = CATALOGUE[name].inject
+    note = ""
     with tempfile.TemporaryDirectory(prefix="fdguard-lab-") as workdir:
         cmd = [sys.executable, "-m", "fdguard.lab.child", "--libuv", str(target.path),
                "--scenario", name, "--iterations", str(iterations), "--workdir", workdir]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=workdir, start_new_session=True,
-                                text=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-        finally:
-            # Grandchildren (spawn scenarios) die with the group even on success.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-    return _result(name, target.label, str(target.path), _parse_lines(out), proc.returncode,
-                   timed_out, err, started)
+        if inject is not None:
+            # The dry run gets its own scratch dir: it leaves sockets bound there.
+            with tempfile.TemporaryDirectory(prefix="fdguard-lab-dry-") as drydir:
+                dry = [*cmd[:-1], drydir]
+                first = _first_injected_call(dry, drydir, inject[0], timeout)
+            if first is None:
+                return _result(name, target.label, str(target.path), [], None, False,
+                               f"{inject[0]} is never called inside a window: nothing to inject",
+                               started)
+            cmd = strace_inject_prefix(*inject, first) + cmd
+            note = "under " + " ".join(cmd[:cmd.index(sys.executable)])
+        rc, out, err, timed_out = _run_child(cmd, workdir, timeout)
+    result = _result(name, target.label, str(target.path), _parse_lines(out), rc, timed_out,
+                     err, started)
+    if note:
+        detail = f"{result.detail}\n{note}" if result.detail else note
+        result = dataclasses.replace(result, detail=detail)
+    return result
+
+
+def _run_child(cmd: list[str], workdir: str, timeout: float) -> tuple[int | None, str, str, bool]:
+    timed_out = False
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=workdir, start_new_session=True,
+                            text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    finally:
+        # Grandchildren (spawn scenarios) die with the group even on success.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, out, err, timed_out
+
+
+def strace_inject_prefix(syscall: str, errno: str, step: int, first: int) -> list[str]:
+    """The strace command line that fails `syscall` with `errno` at its `first`-th call and
+    every `step`-th after it (step 1: every call from `first` on).
+
+    strace counts invocations per traced thread/process (each new one starts at
+    1), so `when=FIRST+` fails the main thread's calls from the first one made
+    inside a squeeze window onwards, and a spawned grandchild's only once it
+    made as many. Every scenario's windows are its only calls of `syscall`
+    after setup, so failing all later calls fails exactly the windowed ones.
+
+    Raises:
+        ToolMissing: strace is not installed.
+    """
+    strace = shutil.which("strace")
+    if strace is None:
+        raise ToolMissing("strace", "ENFILE scenarios inject the error with strace")
+    return [strace, "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}",
+            "-e", f"inject={syscall}:error={errno}:when={first}+{step}"]
+
+
+_STRACE_LINE = re.compile(r"^(\d+)\s+(\w+)\(")
+
+
+def first_injected_call(log: str, syscall: str) -> int | None:
+    """From a `strace -f -e trace=SYSCALL,sched_yield` log: the invocation number (1-based)
+    of the first `syscall` call the main thread made inside a window, None if it made none.
+
+    The main thread is the one that marks windows with `sched_yield` (pure)."""
+    calls = [(int(m[1]), m[2]) for m in map(_STRACE_LINE.match, log.splitlines()) if m]
+    marks = [pid for pid, call in calls if call == "sched_yield"]
+    if not marks:
+        return None
+    main = marks[0]
+    n = 0
+    inside = False
+    for pid, call in calls:
+        if pid != main:
+            continue
+        if call == "sched_yield":
+            inside = not inside
+        elif call == syscall:
+            n += 1
+            if inside:
+                return n
+    return None
+
+
+def _first_injected_call(cmd: list[str], workdir: str, syscall: str, timeout: float) -> int | None:
+    # A dry run, identical to the real one until the first injected call, traced
+    # without injection: Python's start-up and the scenario's setup make a
+    # version-dependent number of calls of the syscall before the first window.
+    strace = shutil.which("strace")
+    if strace is None:
+        raise ToolMissing("strace", "ENFILE scenarios inject the error with strace")
+    log = os.path.join(workdir, ".strace-dry-run")
+    _run_child([strace, "-f", "-qq", "-o", log, "-e", f"trace={syscall},sched_yield", *cmd],
+               workdir, timeout)
+    try:
+        with open(log) as f:
+            text = f.read()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(log)
+    return first_injected_call(text, syscall)
 
 
 def _result(name: str, label: str, library: str, events: list[dict[str, Any]],

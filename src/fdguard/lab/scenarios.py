@@ -76,6 +76,9 @@ class Ctx:
     state: dict[str, object] = field(default_factory=dict)
     holders: list[socket.socket] = field(default_factory=list)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    # Set for a scenario run under strace fault injection (`Scenario.inject`):
+    # `squeeze` then marks the window instead of lowering the fd limit.
+    inject: bool = False
 
     def init_loop(self) -> None:
         self.loop = self.uv.new_loop()
@@ -117,7 +120,19 @@ class Ctx:
         the limit below open fds would also refuse the number libuv frees for
         its EMFILE trick, which never happens for real.) Placeholders close and
         the limit returns on exit, before anything is counted.
+
+        Under fault injection (`self.inject`) nothing is squeezed: the window is
+        marked by a `sched_yield` on entry and on exit, which the runner's dry
+        run under strace uses to find the invocation number of the first
+        injected call (see `fdguard.lab.runner`).
         """
+        if self.inject:
+            os.sched_yield()
+            try:
+                yield
+            finally:
+                os.sched_yield()
+            return
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         used = open_fd_numbers()
         top = max(used, default=-1)
@@ -181,6 +196,11 @@ class Scenario:
     setup: Setup | None = None
     min_version: str | None = None  # first release with every symbol it needs
     needs_shared_loop: bool = True
+    # (syscall, errno, step): run the child under strace failing that syscall
+    # with that errno at the first call inside a `Ctx.squeeze` window and every
+    # step-th call after it (1: every call from there on).
+    inject: tuple[str, str, int] | None = None
+    twin: str | None = None  # the scenario this one is the injected variant of
 
 
 CATALOGUE: dict[str, Scenario] = {}
@@ -911,6 +931,53 @@ def _spawn_emfile(ctx: Ctx) -> str:
     true = shutil.which("true") or "/bin/true"
     rc, exits = _spawn(ctx, true, free=1)
     return f"spawn={ctx.uv.err_name(rc)} exit={exits}"
+
+
+# -- ENFILE: the EMFILE scenarios again, the fd-creating syscall failed by strace ----------
+#
+# The system-wide limit (fs.file-max) cannot be lowered on a shared machine, so
+# ENFILE is injected instead: the same iteration runs with `Ctx.inject` set, and
+# the runner starts the child under `strace -e inject=SYSCALL:error=ENFILE`.
+# The syscall is the one libuv makes first in the squeezed call on Linux.
+
+# accept4 fails every third call, i.e. once per iteration: libuv answers ENFILE
+# from accept with its EMFILE trick (close the reserve fd, accept and close the
+# pending connection, reopen the reserve fd), so an iteration makes three calls
+# (the failing accept, the trick's accept, the EAGAIN that ends the loop). Were
+# every accept to fail, as under a lasting ENFILE, the trick's accept fails too
+# and uv__server_io calls the connection callback with ENFILE in a loop that
+# never returns (seen on 1.44.2: the child times out).
+ENFILE_TWINS: dict[str, tuple[str, int]] = {
+    "loop-init-emfile": ("epoll_create1", 1),
+    "tcp-accept-emfile": ("accept4", 3),
+    "tcp-connect-emfile": ("socket", 1),
+    "udp-bind-emfile": ("socket", 1),
+    "pipe-connect-emfile": ("socket", 1),
+    "fs-event-emfile": ("inotify_init1", 1),
+    "spawn-emfile": ("pipe2", 1),
+}
+
+
+_ENFILE_EXPECT = {
+    # The trick's own accept takes the pending connection and ends on EAGAIN,
+    # which libuv treats as "nothing to report": the callback is never called.
+    "tcp-accept-enfile": "the pending connection is dropped by the EMFILE trick without a "
+                         "connection callback; no fd kept",
+}
+
+
+def _register_enfile_twins() -> None:
+    for emfile, (syscall, step) in ENFILE_TWINS.items():
+        sc = CATALOGUE[emfile]
+        name = emfile.removesuffix("-emfile") + "-enfile"
+        summary = sc.summary.replace("EMFILE", "ENFILE") + f" [{syscall} fails with ENFILE]"
+        expect = _ENFILE_EXPECT.get(name, sc.expect.replace("EMFILE", "ENFILE"))
+        CATALOGUE[name] = Scenario(
+            name, sc.api, "error", summary, expect, sc.iterate, sc.setup, sc.min_version,
+            sc.needs_shared_loop, (syscall, "ENFILE", step), emfile)
+
+
+_register_enfile_twins()
 
 
 # -- ENOMEM ----------------------------------------------------------------------
