@@ -14,12 +14,13 @@ What they showed on 1.44.2 (also on built 1.33.1, 1.48.0, 1.51.0):
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from fdguard.cli.main import cli
-from fdguard.lab.runner import Verdict, run_scenario
+from fdguard.lab.runner import Verdict, _run_child, judge, run_scenario, strace_inject_prefix
 from fdguard.lab.versions import resolve
 
 N = 4
@@ -80,3 +81,35 @@ def test_repro_of_an_enfile_variant_prints_build_and_strace_wrapper(tmp_path: Pa
     # The EMFILE twin's program: under strace the injected call fails before the limit matters.
     assert "uv_loop_init" in ours
     assert "RLIMIT_NOFILE" in ours
+
+
+def test_lasting_enfile_on_accept_spins_in_libuv_and_the_child_is_killed_and_reaped() -> None:
+    # Every accept4 failing (a system that stays at fs.file-max): the EMFILE
+    # trick's own accept fails too and uv__server_io calls the connection
+    # callback with ENFILE in a loop that never returns.
+    system = resolve("system")
+    r = run_scenario("tcp-accept-enfile", system, iterations=2, timeout=3.0,
+                     inject=("accept4", "ENFILE", 1))
+    assert r.verdict is Verdict.TIMEOUT, r
+    assert "inject=accept4:error=ENFILE:when=1+1" in r.detail
+
+
+def test_the_runner_option_injects_into_any_squeezing_scenario() -> None:
+    system = resolve("system")
+    r = run_scenario("udp-bind-emfile", system, iterations=N, inject=("socket", "EACCES", 1))
+    assert r.outcomes == ("bind=EACCES",), r
+    assert r.verdict is Verdict.NO_LEAK
+
+
+def test_a_crash_under_strace_is_a_crash_verdict(tmp_path: Path) -> None:
+    # strace re-raises the tracee's fatal signal on itself, so the child's
+    # death by SIGABRT is still seen by the runner as such.
+    cmd = [*strace_inject_prefix("pipe2", "ENFILE", 1, 1), sys.executable, "-c",
+           "import os; os.pipe2(0)"]
+    rc, _out, err, timed_out = _run_child(cmd, str(tmp_path), 10.0)
+    assert "ENFILE" in err or "Too many open files in system" in err
+    assert rc == 1
+    rc, _out, _err, timed_out = _run_child(
+        [*strace_inject_prefix("pipe2", "ENFILE", 1, 1), sys.executable, "-c",
+         "import os; os.abort()"], str(tmp_path), 10.0)
+    assert judge([], rc, timed_out)[:2] == (Verdict.CRASH, "SIGABRT")

@@ -1,7 +1,7 @@
 """The scenario child: load one libuv, run one scenario N times, stream fd counts as JSON lines.
 
 Run as `python -m fdguard.lab.child --libuv PATH --scenario NAME --iterations N
---workdir DIR`. It is a separate process so that an abort or a segfault inside
+--workdir DIR [--mark-windows]`. It is a separate process so that an abort or a segfault inside
 libuv is a result the parent records (with the signal), not a crash of fdguard.
 
 Lines on stdout, one JSON object each, flushed as they happen so that a crash
@@ -43,13 +43,13 @@ def _fds() -> list[list[Any]]:
             if not (f.target or "").startswith(own)]
 
 
-def run(libuv: str, name: str, iterations: int, workdir: str) -> int:
+def run(libuv: str, name: str, iterations: int, workdir: str, mark_windows: bool = False) -> int:
     """Run scenario `name` against `libuv`; the exit status says how it ended."""
     scenario = CATALOGUE[name]
     pid = os.getpid()
     try:
         uv = Libuv(libuv)
-        ctx = Ctx(uv, libuv, workdir, inject=scenario.inject is not None)
+        ctx = Ctx(uv, libuv, workdir, inject=mark_windows or scenario.inject is not None)
         if scenario.needs_shared_loop:
             ctx.init_loop()
         if scenario.setup is not None:
@@ -79,8 +79,10 @@ def main() -> None:
     parser.add_argument("--scenario", required=True)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--workdir", required=True)
+    # Under strace fault injection: mark squeeze windows instead of squeezing.
+    parser.add_argument("--mark-windows", action="store_true")
     args = parser.parse_args()
-    sys.exit(run(args.libuv, args.scenario, args.iterations, args.workdir))
+    sys.exit(run(args.libuv, args.scenario, args.iterations, args.workdir, args.mark_windows))
 
 
 if __name__ == "__main__":

@@ -144,9 +144,14 @@ def run_scenario(
     *,
     iterations: int = DEFAULT_ITERATIONS,
     timeout: float = DEFAULT_TIMEOUT,
+    inject: tuple[str, str, int] | None = None,
 ) -> ScenarioResult:
     """Run scenario `name` `iterations` times against `target` in a child; never raises for
     what happens inside the child (a crash, a hang, a missing symbol are verdicts).
+
+    `inject` = (syscall, errno, step) runs the child under strace failing that
+    syscall inside the scenario's squeeze windows (see `strace_inject_prefix`)
+    instead of squeezing the fd limit; it defaults to the scenario's own.
 
     Raises:
         UsageError: unknown scenario or fewer than 2 iterations.
@@ -161,15 +166,16 @@ def run_scenario(
         rt = RUNTIME_CATALOGUE[name].runtime
         events, rc, timed_out, err = run_runtime(name, iterations, timeout)
         return _result(name, rt, rt, events, rc, timed_out, err, started)
-    inject = CATALOGUE[name].inject
+    inject = inject or CATALOGUE[name].inject
     note = ""
     with tempfile.TemporaryDirectory(prefix="fdguard-lab-") as workdir:
         cmd = [sys.executable, "-m", "fdguard.lab.child", "--libuv", str(target.path),
                "--scenario", name, "--iterations", str(iterations), "--workdir", workdir]
         if inject is not None:
+            cmd.append("--mark-windows")
             # The dry run gets its own scratch dir: it leaves sockets bound there.
             with tempfile.TemporaryDirectory(prefix="fdguard-lab-dry-") as drydir:
-                dry = [*cmd[:-1], drydir]
+                dry = [*cmd[:-2], drydir, cmd[-1]]
                 first = _first_injected_call(dry, drydir, inject[0], timeout)
             if first is None:
                 return _result(name, target.label, str(target.path), [], None, False,
