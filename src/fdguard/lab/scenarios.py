@@ -388,7 +388,8 @@ def _tcp_accept(ctx: Ctx) -> str:
 
 @scenario("tcp-accept-emfile", "tcp", "error",
           "a client connects while no fd is free: accept fails with EMFILE (libuv's EMFILE trick)",
-          "the connection callback gets EMFILE; the pending connection is dropped, no fd kept",
+          "libuv's EMFILE trick accepts and closes the pending connection and the callback "
+          "is not called (uv__server_io stops at EAGAIN); no fd kept",
           setup=_uv_server)
 def _tcp_accept_emfile(ctx: Ctx) -> str:
     statuses: list[int] = ctx.state["statuses"]  # type: ignore[assignment]
