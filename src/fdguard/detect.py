@@ -41,6 +41,12 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
    rise; a staircase leak (fds left by each reconnect storm or error burst) leaves
    the other steps.
 
+   At a lag of k > 1 periods, a step two or three days back followed by a slow
+   wander of the level can leave "the other steps" as wander alone. A leak keeps
+   adding, so the rise must still be going on: the median day-over-day change of the
+   level over the last half period (a daily cycle cancels in it) must exceed
+   `ongoing_share` of the rise per period, rise / k.
+
 5. The conditions must hold on `persist` consecutive bucket closes (2 h): a wander of
    the level lasting an hour is not a leak. The verdict is latched: once a leak is
    declared, `detected_at` is fixed (fds that leaked do not come back); rate and ETA
@@ -110,6 +116,9 @@ class DetectorConfig:
     """Consecutive bucket closes on which the conditions must hold."""
     rate_points: int = 25
     """Floor points (over the last half period) behind the Theil-Sen rate."""
+    ongoing_share: float = 0.25
+    """A rise over k > 1 periods must still be going on: the level's median change
+    over the last period (same phase) must exceed this share of the rise per period."""
 
     def __post_init__(self) -> None:
         if self.bucket_seconds <= 0 or self.floor_seconds < self.bucket_seconds:
@@ -120,7 +129,8 @@ class DetectorConfig:
             raise UsageError("persist must be >= 1 and rate_points >= 3")
         if not 0 <= self.floor_quantile < 0.5:
             raise UsageError("floor_quantile must be in [0, 0.5)")
-        if min(self.k_sigma, self.split_sigma, self.min_rise, self.range_share) < 0:
+        shares = (self.range_share, self.step_share, self.ongoing_share)
+        if min(self.k_sigma, self.split_sigma, self.min_rise, *shares) < 0:
             raise UsageError("thresholds must not be negative")
 
 
@@ -382,6 +392,8 @@ class LeakDetector:
                 ok, reference = True, ref_k  # latched: no need to re-prove the shape
                 break
             ok, why_k = self._spread(ref_k, current, mid)
+            if ok and k > 1 and c.ongoing_share > 0:
+                ok, why_k = self._ongoing(current - ref_k, k)
             if ok:
                 reference = ref_k
                 break
@@ -444,6 +456,28 @@ class LeakDetector:
             f"the rise looks like a one-off step of {jump:.0f} fds "
             f"(only {max(0.0, residual):.0f} left besides it)"
         )
+
+    def _ongoing(self, rise: float, k: int) -> tuple[bool, str]:
+        """Is a rise over `k` periods still going on?
+
+        A one-off step two or three days ago, followed by a slow wander of the level,
+        can pass the one-step test at a long lag (the wander is left besides the step)
+        while the level hardly moved over the last period. A leak keeps adding: its
+        day-over-day change d[i] = f[i] - f[i-P], in which a daily cycle cancels, is
+        about the rise per period. Require the median d over the last half period to
+        exceed `ongoing_share` of rise / k.
+        """
+        c = self.config
+        bt, fl = self._bt, self._level
+        p = round(c.period_seconds / c.bucket_seconds)
+        lo = max(bisect_left(bt, bt[-1] - c.period_seconds / 2), p)
+        ds = [fl[i] - fl[i - p] for i in range(lo, len(fl))]
+        if not ds:
+            return True, ""
+        d = _median(ds)
+        if d > c.ongoing_share * rise / k:
+            return True, ""
+        return False, f"the level rose only {d:.0f} fds over the last period"
 
     def _estimate_sigma(self, t: float) -> float:
         """Noise of the level over the last period, robust to cycles and trends.

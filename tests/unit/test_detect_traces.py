@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 
 from fdguard.clock import ManualClock
-from fdguard.detect import LeakDetector, LeakVerdict, analyze
+from fdguard.detect import DetectorConfig, LeakDetector, LeakVerdict, analyze
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "detect" / "traces.py"
 
@@ -61,6 +61,21 @@ def test_healthy_class_never_fires(cls: str) -> None:
         assert not v.leak, (cls, seed, v.reason)
         assert v.detected_at is None
         assert v.confidence > 0.5
+
+
+@pytest.mark.parametrize("seed", [2075, 2328])
+def test_step_then_slow_wander_is_not_a_leak(seed: int) -> None:
+    """A one-off step two or three days back, then a slow wander of the level: the
+    wander left besides the step passes the one-step test at a long lag, but the level
+    hardly moved over the last period, so it is no leak (both fired before the
+    `ongoing_share` test)."""
+    tr = traces.make("step", seed)
+    v = replay(tr)
+    assert not v.leak, (seed, v.reason)
+    assert v.detected_at is None
+    # The rise over the old reference is there: it is the ongoing test that holds.
+    loose = analyze(tr.times, tr.counts, limit=tr.limit, config=DetectorConfig(ongoing_share=0))
+    assert loose.leak
 
 
 # Seeds of each leaking class that the default detector finds (the bench reports the
