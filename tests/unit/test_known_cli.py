@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from fdguard.cli.main import cli
+from fdguard.known.base import parse_bundles
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -92,8 +94,25 @@ def test_node_release_between_recorded_ones_is_inferred_and_says_so() -> None:
     assert "inferred" not in json.loads(out)["version_source"]
 
 
-def test_node_release_across_an_unrecorded_upgrade_is_refused() -> None:
-    code, out = _run("--node", "24.14.0")
+def test_node_release_formerly_in_a_gap_now_maps() -> None:
+    # 20.5.0 lay between 20.0.0 (1.44.2) and 20.13.0 (1.46.0); 20.4.0 is now pinned.
+    code, out = _run("--node", "20.5.0", "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["libuv_version"] == "1.46.0"
+    assert "20.4.0 and 20.7.0" in doc["version_source"]
+
+
+def test_node_release_across_an_unrecorded_upgrade_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The shipped table has no such gap in 18..24 any more: use a table with one.
+    rows = parse_bundles(
+        b'[[node]]\nreleases = ["30.1.0"]\nlibuv = "1.60.0"\nsource = "a"\n'
+        b'[[node]]\nreleases = ["30.5.0"]\nlibuv = "1.61.0"\nsource = "b"\n'
+    )
+    monkeypatch.setattr("fdguard.known.base.load_bundles", lambda: rows)
+    code, out = _run("--node", "30.3.0")
     assert code == 2
-    assert "24.13.0 (libuv 1.51.0)" in out
-    assert "24.16.0 (libuv 1.52.1)" in out
+    assert "30.1.0 (libuv 1.60.0)" in out
+    assert "30.5.0 (libuv 1.61.0)" in out
