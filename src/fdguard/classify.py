@@ -11,15 +11,17 @@ import stat
 
 from fdguard.model import FdKind
 
-_ANON_KINDS: dict[str, FdKind] = {
-    "[eventpoll]": FdKind.EPOLL,
-    "[eventfd]": FdKind.EVENTFD,
-    "inotify": FdKind.INOTIFY,
-    "[fanotify]": FdKind.FANOTIFY,
-    "[signalfd]": FdKind.SIGNALFD,
-    "[timerfd]": FdKind.TIMERFD,
-    "[io_uring]": FdKind.IO_URING,
-    "[pidfd]": FdKind.PIDFD,
+# Anonymous-inode fds by their whole link text, so a hot loop can look one up
+# without slicing.
+ANON_KINDS: dict[str, FdKind] = {
+    "anon_inode:[eventpoll]": FdKind.EPOLL,
+    "anon_inode:[eventfd]": FdKind.EVENTFD,
+    "anon_inode:inotify": FdKind.INOTIFY,
+    "anon_inode:[fanotify]": FdKind.FANOTIFY,
+    "anon_inode:[signalfd]": FdKind.SIGNALFD,
+    "anon_inode:[timerfd]": FdKind.TIMERFD,
+    "anon_inode:[io_uring]": FdKind.IO_URING,
+    "anon_inode:[pidfd]": FdKind.PIDFD,
 }
 
 # Kinds whose fdinfo carries what classification or attribution needs (epoll
@@ -82,7 +84,7 @@ def classify_link(target: str) -> LinkClass:
     if target.startswith("pipe:["):
         return LinkClass(FdKind.PIPE, target, _bracket_inode(target))
     if target.startswith("anon_inode:"):
-        return LinkClass(_ANON_KINDS.get(target[11:], FdKind.OTHER), target)
+        return LinkClass(ANON_KINDS.get(target, FdKind.OTHER), target)
     if target.startswith("pidfd:"):
         return LinkClass(FdKind.PIDFD, target)
     if target.startswith("/memfd:"):

@@ -6,9 +6,11 @@ or whose PID is reused, raises `NoSuchProcess` rather than returning data
 from the wrong process.
 
 Cost: the floor is one readlink per fd. On top of it a snapshot adds a stat()
-for path-backed fds (their type cannot be read from the link), one netlink dump
-per socket table that still has unresolved inodes, and fdinfo reads only for
-the rare kinds whose fdinfo classification needs (epoll, eventfd, inotify...).
+for path-backed fds (their type cannot be read from the link; the C reader in
+`_speedups` does both without the GIL), one netlink dump per socket table that
+still has unresolved inodes (the big ones fetched in a thread meanwhile), and
+fdinfo reads only for the rare kinds whose fdinfo classification needs
+(epoll, eventfd, inotify...).
 Flags and positions for every fd are opt-in (`fdinfo=True`): they double the
 syscalls per fd.
 """
@@ -19,7 +21,13 @@ import dataclasses
 import functools
 import time
 
-from fdguard.classify import DELETED_SUFFIX, FDINFO_KINDS, classify_link, kind_from_mode
+from fdguard.classify import (
+    ANON_KINDS,
+    DELETED_SUFFIX,
+    FDINFO_KINDS,
+    classify_link,
+    kind_from_mode,
+)
 from fdguard.errors import ProcfsFormatError
 from fdguard.model import Fd, FdInfo, FdKind, ProcessRef, Snapshot
 from fdguard.procfs.fdinfo import parse_fdinfo
@@ -61,18 +69,6 @@ def _read_info(proc: ProcessDir, fd: int, kind: FdKind) -> FdInfo | None:
 # read (see SocketResolver.prefetch); below it everything is fast anyway and a
 # speculative dump of a busy host's tables would cost more than it saves.
 PREFETCH_MIN_FDS = 1000
-
-_ANON = {
-    "anon_inode:[eventpoll]": FdKind.EPOLL,
-    "anon_inode:[eventfd]": FdKind.EVENTFD,
-    "anon_inode:inotify": FdKind.INOTIFY,
-    "anon_inode:[fanotify]": FdKind.FANOTIFY,
-    "anon_inode:[signalfd]": FdKind.SIGNALFD,
-    "anon_inode:[timerfd]": FdKind.TIMERFD,
-    "anon_inode:[io_uring]": FdKind.IO_URING,
-    "anon_inode:[pidfd]": FdKind.PIDFD,
-}
-
 
 def snapshot(
     pid: int,
@@ -125,11 +121,13 @@ def snapshot(
                     socket_rows[ino] = [len(fds)]
                 else:
                     rows_of.append(len(fds))
-                append(mk(Fd, (fd, other, target, ino, None, None, None, False, None,
+                info = _read_info(proc, fd, other) if fdinfo else None
+                append(mk(Fd, (fd, other, target, ino, None, None, None, False, info,
                                None, None, None, None)))
             elif tag == TAG_PIPE:
-                append(mk(Fd, (fd, pipe, target, ino, None, None, None, False,
-                               None, None, None, None, None)))
+                info = _read_info(proc, fd, pipe) if fdinfo else None
+                append(mk(Fd, (fd, pipe, target, ino, None, None, None, False, info,
+                               None, None, None, None)))
             elif tag == TAG_PATH:
                 assert mode is not None
                 deleted = target.endswith(DELETED_SUFFIX)
@@ -139,7 +137,7 @@ def snapshot(
                 append(mk(Fd, (fd, kind, path, ino, None, None, None, deleted, info,
                                None, None, None, None)))
             else:
-                anon = _ANON.get(target)
+                anon = ANON_KINDS.get(target)
                 if anon is None:
                     lc = classify_link(target)
                     assert lc.kind is not None
@@ -154,13 +152,6 @@ def snapshot(
                     inode = fd_obj.inode if fd_obj.inode is not None or info is None else info.ino
                     fd_obj = fd_obj._replace(info=info, inode=inode)
                 append(fd_obj)
-        if fdinfo:
-            for ino_rows in socket_rows.values():
-                for i in ino_rows:
-                    fds[i] = fds[i]._replace(info=_read_info(proc, fds[i].fd, FdKind.OTHER))
-            for i, f in enumerate(fds):
-                if f.kind is pipe:
-                    fds[i] = f._replace(info=_read_info(proc, f.fd, pipe))
 
         entries, source = sockets.resolve(set(socket_rows))
         warnings: list[str] = []

@@ -212,9 +212,3 @@ def _parsed(name: str, raw: bytes) -> _Table:
         return sockdiag.parse_inet_dump(raw, socket.IPPROTO_TCP, wanted)
 
     return read
-
-
-def resolve_sockets(proc: ProcessDir, inodes: set[int]) -> tuple[dict[int, SocketEntry], str]:
-    """Look up `inodes` in the socket tables visible for `proc` (see SocketResolver)."""
-    with SocketResolver(proc) as resolver:
-        return resolver.resolve(inodes)
