@@ -335,12 +335,14 @@ def run_demo(
 
         store = Store(tmp / "fdguard.db")
         verdicts: list[dict[str, Any]] = []
+        woken = threading.Event()  # set on a leak verdict or a failed watch
         first_pid = proc.pid
 
         def on_event(ev: Any) -> None:
             if (ev.type == "verdict" and ev.data.get("kind") is None and ev.data.get("leak")
                     and ev.ref is not None and ev.ref.pid == first_pid):
                 verdicts.append(dict(ev.data))
+                woken.set()
 
         # Followed by command line, so the guarded workers later are the same
         # service to the store: one series, restarts marked.
@@ -359,6 +361,7 @@ def run_demo(
                 watcher.run(duration=240.0)
             except BaseException as err:  # reported after the join
                 watch_errors.append(err)
+                woken.set()
 
         watch_thread = threading.Thread(target=watch_body, name="fdguard-demo-watch",
                                         daemon=True)
@@ -373,10 +376,10 @@ def run_demo(
         load.leaking.set()
         leak_started = time.monotonic()
         deadline = leak_started + detect_timeout
-        while not verdicts and time.monotonic() < deadline and not watch_errors:
+        # Woken by the watcher; the short timeout only notices the service exiting.
+        while not woken.wait(0.05) and time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise UsageError("the demo service exited during the watch")
-            time.sleep(0.05)
         if watch_errors:
             raise UsageError(f"the watch failed: {watch_errors[0]}")
         if not verdicts:

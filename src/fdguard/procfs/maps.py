@@ -61,19 +61,23 @@ def parse_maps(data: bytes, source: str = "maps") -> tuple[MappedObject, ...]:
     return tuple(out)
 
 
+def _read_pid_file(pid: int, name: str, root: str) -> bytes:
+    """The whole of /proc/PID/`name`, with OSError turned into NoSuchProcess/AccessDenied."""
+    with process_errors(pid, name):
+        dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return read_file_at(dir_fd, name)
+        finally:
+            os.close(dir_fd)
+
+
 def read_maps(pid: int, *, root: str = DEFAULT_ROOT) -> tuple[MappedObject, ...]:
     """The files `pid` has mapped.
 
     Raises:
         NoSuchProcess, AccessDenied, ProcfsFormatError.
     """
-    with process_errors(pid, "maps"):
-        dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            data = read_file_at(dir_fd, "maps")
-        finally:
-            os.close(dir_fd)
-    return parse_maps(data, f"{root}/{pid}/maps")
+    return parse_maps(_read_pid_file(pid, "maps", root), f"{root}/{pid}/maps")
 
 
 def open_exe(pid: int, *, root: str = DEFAULT_ROOT) -> int:
@@ -142,6 +146,15 @@ def stat_in_root(pid: int, path: str, *, root: str = DEFAULT_ROOT) -> os.stat_re
     return os.stat(f"{root}/{pid}/root{path}")
 
 
+def reachable_path(pid: int, path: str, *, root: str = DEFAULT_ROOT) -> str:
+    """`path` as `pid` sees it, spelled so fdguard reaches the same file (e.g. to connect).
+
+    With the same root that is `path` itself; inside another mount namespace
+    it is reached through /proc/PID/root.
+    """
+    return path if same_root(pid, root=root) else f"{root}/{pid}/root{path}"
+
+
 def same_root(pid: int, *, root: str = DEFAULT_ROOT) -> bool:
     """True when `pid` sees the same filesystem root as fdguard (no container between us)."""
     try:
@@ -178,12 +191,7 @@ def read_environ(pid: int, *, root: str = DEFAULT_ROOT) -> dict[str, str]:
     Raises:
         NoSuchProcess, AccessDenied.
     """
-    with process_errors(pid, "environ"):
-        dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            return parse_environ(read_file_at(dir_fd, "environ"))
-        finally:
-            os.close(dir_fd)
+    return parse_environ(_read_pid_file(pid, "environ", root))
 
 
 def parse_uids(data: bytes) -> tuple[int, int]:
@@ -208,12 +216,7 @@ def read_uids(pid: int, *, root: str = DEFAULT_ROOT) -> tuple[int, int]:
     Raises:
         NoSuchProcess, AccessDenied, ProcfsFormatError.
     """
-    with process_errors(pid, "status"):
-        dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            return parse_uids(read_file_at(dir_fd, "status"))
-        finally:
-            os.close(dir_fd)
+    return parse_uids(_read_pid_file(pid, "status", root))
 
 
 def parse_nspid(data: bytes) -> int | None:
@@ -234,10 +237,5 @@ def read_nspid(pid: int, *, root: str = DEFAULT_ROOT) -> int:
     Raises:
         NoSuchProcess, AccessDenied.
     """
-    with process_errors(pid, "status"):
-        dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            inner = parse_nspid(read_file_at(dir_fd, "status"))
-        finally:
-            os.close(dir_fd)
+    inner = parse_nspid(_read_pid_file(pid, "status", root))
     return inner if inner is not None else pid

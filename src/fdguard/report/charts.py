@@ -19,7 +19,6 @@ EMFILE) and every floor (what shows a leak) the eye could see at this width.
 
 from __future__ import annotations
 
-import gc
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -27,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
-from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fdguard.errors import UsageError
+from fdguard.plot import _release_fonts
 from fdguard.store import AlertRecord, Store, StoredSample
 
 _TOP_KINDS = 6
@@ -294,15 +293,6 @@ def draw(
             out.append(Chart(path, fmt, w_px, h_px, tuple(points)))
     _release_fonts()
     return out
-
-
-def _release_fonts() -> None:
-    """Drop matplotlib's cached font files (each holds an fd), as `fdguard.plot` does."""
-    cached = getattr(font_manager, "_get_font", None)
-    clear = getattr(cached, "cache_clear", None)
-    if callable(clear):
-        clear()
-        gc.collect()
 
 
 __all__ = [

@@ -15,7 +15,13 @@ import stat
 from typing import Any
 
 from fdguard.errors import FdguardError
-from fdguard.procfs.maps import read_environ, read_nspid, read_uids, same_root, stat_in_root
+from fdguard.procfs.maps import (
+    reachable_path,
+    read_environ,
+    read_nspid,
+    read_uids,
+    stat_in_root,
+)
 from fdguard.procfs.process import DEFAULT_ROOT
 from fdguard.runtimes.handles import OWNER_HANDLE, Handle, HandleView
 from fdguard.runtimes.node_report import parse_report
@@ -27,8 +33,10 @@ class AgentUnavailable(FdguardError):
     """No usable fdguard agent answers for this process (the reason says why)."""
 
 
-def agent_socket_path(pid: int, *, root: str = DEFAULT_ROOT) -> str:
-    """Where the agent of `pid` would listen, as `pid` sees it.
+def agent_file(pid: int, suffix: str, *, root: str = DEFAULT_ROOT) -> tuple[str, int]:
+    """Where the agent of `pid` keeps its file PID`suffix`, as `pid` sees it, and
+    the effective uid that file must belong to (the directory is the same for
+    the socket and for published counts).
 
     Raises:
         NoSuchProcess, AccessDenied.
@@ -39,9 +47,18 @@ def agent_socket_path(pid: int, *, root: str = DEFAULT_ROOT) -> str:
         env = {}
     _, euid = read_uids(pid, root=root)
     directory = env.get("FDGUARD_AGENT_DIR") or f"/tmp/fdguard-{euid}"
-    # The agent names its socket by the PID it knows itself by: inside a container
+    # The agent names its files by the PID it knows itself by: inside a container
     # that is its PID in the container's namespace, not ours.
-    return f"{directory}/{read_nspid(pid, root=root)}.sock"
+    return f"{directory}/{read_nspid(pid, root=root)}{suffix}", euid
+
+
+def agent_socket_path(pid: int, *, root: str = DEFAULT_ROOT) -> str:
+    """Where the agent of `pid` would listen, as `pid` sees it.
+
+    Raises:
+        NoSuchProcess, AccessDenied.
+    """
+    return agent_file(pid, ".sock", root=root)[0]
 
 
 def _view_from(doc: dict[str, Any]) -> HandleView:
@@ -91,16 +108,14 @@ def query_agent(pid: int, *, root: str = DEFAULT_ROOT, timeout: float = 10.0) ->
         AgentUnavailable: no agent, a stale or untrusted socket, or a bad answer.
         NoSuchProcess, AccessDenied: reading the process.
     """
-    path = agent_socket_path(pid, root=root)
-    _, euid = read_uids(pid, root=root)
+    path, euid = agent_file(pid, ".sock", root=root)
     try:
         st = stat_in_root(pid, path, root=root)
     except OSError as err:
         raise AgentUnavailable(f"no agent socket at {path}") from err
     if not stat.S_ISSOCK(st.st_mode) or st.st_uid != euid or st.st_mode & 0o077:
         raise AgentUnavailable(f"{path} is not an owner-only socket of uid {euid}: not trusted")
-    # Inside another mount namespace the path is reached through /proc/PID/root.
-    target = path if same_root(pid, root=root) else f"{root}/{pid}/root{path}"
+    target = reachable_path(pid, path, root=root)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.settimeout(timeout)
@@ -144,4 +159,4 @@ def has_agent_socket(pid: int, *, root: str = DEFAULT_ROOT) -> bool:
         return False
 
 
-__all__ = ["AgentUnavailable", "agent_socket_path", "has_agent_socket", "query_agent"]
+__all__ = ["AgentUnavailable", "agent_file", "agent_socket_path", "has_agent_socket", "query_agent"]

@@ -20,14 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fdguard.errors import FdguardError
-from fdguard.procfs.maps import (
-    read_environ,
-    read_in_root,
-    read_nspid,
-    read_uids,
-    stat_in_root,
-)
+from fdguard.procfs.maps import read_in_root, stat_in_root
 from fdguard.procfs.process import DEFAULT_ROOT
+from fdguard.runtimes.agent_client import agent_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +62,7 @@ def published_path(pid: int, *, root: str = DEFAULT_ROOT) -> str:
     Raises:
         NoSuchProcess, AccessDenied.
     """
-    try:
-        env = read_environ(pid, root=root)
-    except FdguardError:
-        env = {}
-    _, euid = read_uids(pid, root=root)
-    directory = env.get("FDGUARD_AGENT_DIR") or f"/tmp/fdguard-{euid}"
-    return f"{directory}/{read_nspid(pid, root=root)}.expected.json"
+    return agent_file(pid, ".expected.json", root=root)[0]
 
 
 def read_published(pid: int, *, root: str = DEFAULT_ROOT) -> Published | None:
@@ -83,8 +72,7 @@ def read_published(pid: int, *, root: str = DEFAULT_ROOT) -> Published | None:
         NoSuchProcess, AccessDenied: reading the process itself.
     """
     try:
-        path = published_path(pid, root=root)
-        _, euid = read_uids(pid, root=root)
+        path, euid = agent_file(pid, ".expected.json", root=root)
     except FdguardError:
         return None  # no status to tell whose file to trust (fake trees): none
     try:
