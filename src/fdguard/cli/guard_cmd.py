@@ -65,6 +65,7 @@ def guard() -> None:
 
 def _config_from_options(
     command: tuple[str, ...],
+    *,
     name: str | None,
     listen: tuple[str, ...],
     workers: int,
@@ -277,10 +278,13 @@ def run(
             raise UsageError("give either --config FILE or -- CMD, not both")
         config = load_config(config_path)
     else:
+        # Keywords, not positions: a dozen neighbouring floats and Nones swap silently.
         config = _config_from_options(
-            command, name, listen, workers, ready, ready_timeout, grace, max_fd_share,
-            eta_below, max_lifetime, lifetime_jitter, nofile, env, interval,
-            max_start_failures, backoff,
+            command, name=name, listen=listen, workers=workers, ready=ready,
+            ready_timeout=ready_timeout, grace=grace, max_fd_share=max_fd_share,
+            eta_below=eta_below, max_lifetime=max_lifetime, lifetime_jitter=lifetime_jitter,
+            nofile=nofile, env=env, interval=interval, max_start_failures=max_start_failures,
+            backoff=backoff,
         )
     if print_systemd:
         argv = _guard_argv(config, config_path)

@@ -114,13 +114,13 @@ class ProxyStats:
     faults_seen: dict[str, int] = field(default_factory=dict)
 
 
-def _rst(writer: asyncio.StreamWriter) -> None:
-    """Close with an RST: SO_LINGER on, timeout 0, then abort."""
-    sock = writer.get_extra_info("socket")
+def abort_with_rst(transport: asyncio.WriteTransport) -> None:
+    """Close `transport` with an RST: SO_LINGER on, timeout 0, then abort."""
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+    transport.abort()
 
 
 class FaultProxy:
@@ -268,7 +268,7 @@ class FaultProxy:
                 u_reader, u_writer = await asyncio.open_connection(*self._upstream)
             except OSError:
                 self._count(upstream_failed=1)
-                _rst(c_writer)
+                abort_with_rst(c_writer.transport)
                 return
             self._writers.add(u_writer)
             await self._serve(faults, c_reader, c_writer, u_reader, u_writer)
@@ -326,8 +326,8 @@ class FaultProxy:
                     if cut == "reset":
                         # Reset now, before this loop runs anything else: a reply
                         # the service sends back must not slip through first.
-                        _rst(u_writer)
-                        _rst(c_writer)
+                        abort_with_rst(u_writer.transport)
+                        abort_with_rst(c_writer.transport)
                         end(cut)
                         return
                     if data:
@@ -375,8 +375,8 @@ class FaultProxy:
         if reason == "reset":
             # Count first: once the RSTs are out, a caller may already read the stats.
             self._count(resets=1)
-            _rst(u_writer)
-            _rst(c_writer)
+            abort_with_rst(u_writer.transport)
+            abort_with_rst(c_writer.transport)
         elif reason == "half_open":
             # The client left; the service is never told. Hold its side open.
             self._count(held_half_open=1)

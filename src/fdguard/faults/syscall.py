@@ -202,15 +202,8 @@ def strace_argv(
         ToolMissing: strace is not installed.
         UsageError: no faults given.
     """
-    if not faults:
-        raise UsageError("strace_argv needs at least one fault")
-    strace = _which("strace", "apt-get install strace")
-    names = sorted({f.syscall for f in faults})
-    cmd = [strace, "-f", "-qq", "--seccomp-bpf", "-e", "trace=" + ",".join(names)]
-    for fault in faults:
-        cmd += ["-e", fault.strace_expr()]
-    cmd += ["-o", log_path or "/dev/null", "--", *argv]
-    return cmd
+    return [*_strace_inject(faults, "strace_argv", seccomp=True),
+            "-o", log_path or "/dev/null", "--", *argv]
 
 
 def strace_attach_argv(
@@ -229,14 +222,21 @@ def strace_attach_argv(
         ToolMissing: strace is not installed.
         UsageError: no faults given.
     """
+    return [*_strace_inject(faults, "strace_attach_argv", seccomp=False),
+            "-o", log_path or "/dev/null", "-p", str(pid)]
+
+
+def _strace_inject(faults: Sequence[SyscallFault], caller: str, *, seccomp: bool) -> list[str]:
+    """strace -f tracing only the faulted syscalls, with `faults` injected (no output options)."""
     if not faults:
-        raise UsageError("strace_attach_argv needs at least one fault")
+        raise UsageError(f"{caller} needs at least one fault")
     strace = _which("strace", "apt-get install strace")
     names = sorted({f.syscall for f in faults})
-    cmd = [strace, "-f", "-qq", "-e", "trace=" + ",".join(names)]
+    cmd = [strace, "-f", "-qq", *(["--seccomp-bpf"] if seccomp else []),
+           "-e", "trace=" + ",".join(names)]
     for fault in faults:
         cmd += ["-e", fault.strace_expr()]
-    return [*cmd, "-o", log_path or "/dev/null", "-p", str(pid)]
+    return cmd
 
 
 def fiu_argv(argv: Sequence[str], faults: Sequence[FiuFault]) -> list[str]:

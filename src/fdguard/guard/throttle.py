@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import importlib
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,10 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fdguard.errors import UsageError
+from fdguard.faults.proxy import abort_with_rst
 from fdguard.guard.spec import ListenSpec
 
 REFUSE_MODES = ("reset", "http503")
-_LINGER0 = struct.pack("ii", 1, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,11 +353,7 @@ def _refuse(transport: asyncio.Transport, mode: str, why: str) -> None:
         )
         transport.close()
         return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
-    transport.abort()
+    abort_with_rst(transport)
 
 
 class ThrottleProxy:

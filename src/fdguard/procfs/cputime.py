@@ -35,48 +35,35 @@ class CpuTimes:
         return self.total_ticks / ticks_per_second
 
 
-def parse_cpu_times(data: bytes, source: str = "stat") -> CpuTimes:
-    """Parse utime (field 14) and stime (field 15) out of /proc/PID/stat.
+def _fields_after_comm(data: bytes, source: str) -> list[bytes]:
+    """The fields of a /proc/PID/stat line from field 3 (state) on: fields[N - 3] is field N.
 
     The command name (field 2) may hold spaces and parentheses, so fields are
     counted from the last ')'.
-
-    Raises:
-        ProcfsFormatError: the line does not have the documented shape.
     """
     close_paren = data.rfind(b")")
     if close_paren < 0:
         raise ProcfsFormatError(source, 1, "no '(comm)' field")
-    fields = data[close_paren + 2 :].split()
-    # fields[0] is field 3 (state): field N is fields[N - 3].
+    return data[close_paren + 2 :].split()
+
+
+def _read_stat(pid: int, root: str) -> tuple[bytes, str]:
+    path = f"{root}/{pid}/stat"
+    with process_errors(pid, "stat"), open(path, "rb") as fh:
+        return fh.read(), path
+
+
+def parse_cpu_times(data: bytes, source: str = "stat") -> CpuTimes:
+    """Parse utime (field 14) and stime (field 15) out of /proc/PID/stat.
+
+    Raises:
+        ProcfsFormatError: the line does not have the documented shape.
+    """
+    fields = _fields_after_comm(data, source)
     try:
         return CpuTimes(utime=int(fields[11]), stime=int(fields[12]))
     except (ValueError, IndexError) as err:
         raise ProcfsFormatError(source, 1, "utime/stime missing or not numbers") from err
-
-
-def read_cpu_times(pid: int, *, root: str = DEFAULT_ROOT) -> CpuTimes:
-    """CPU times of `pid`.
-
-    Raises:
-        NoSuchProcess, AccessDenied, ProcfsFormatError.
-    """
-    path = f"{root}/{pid}/stat"
-    with process_errors(pid, "stat"), open(path, "rb") as fh:
-        data = fh.read()
-    return parse_cpu_times(data, path)
-
-
-def read_run_state(pid: int, *, root: str = DEFAULT_ROOT) -> str:
-    """The state letter of `pid`'s main thread (field 3 of /proc/PID/stat: R, S, D, t...).
-
-    Raises:
-        NoSuchProcess, AccessDenied, ProcfsFormatError.
-    """
-    path = f"{root}/{pid}/stat"
-    with process_errors(pid, "stat"), open(path, "rb") as fh:
-        data = fh.read()
-    return parse_run_state(data, path)
 
 
 def parse_run_state(data: bytes, source: str = "stat") -> str:
@@ -85,8 +72,25 @@ def parse_run_state(data: bytes, source: str = "stat") -> str:
     Raises:
         ProcfsFormatError: the line does not have the documented shape.
     """
-    close_paren = data.rfind(b")")
-    fields = data[close_paren + 2 :].split() if close_paren >= 0 else []
+    fields = _fields_after_comm(data, source)
     if not fields or len(fields[0]) != 1:
         raise ProcfsFormatError(source, 1, "no state field after '(comm)'")
     return fields[0].decode("ascii", "replace")
+
+
+def read_cpu_times(pid: int, *, root: str = DEFAULT_ROOT) -> CpuTimes:
+    """CPU times of `pid`.
+
+    Raises:
+        NoSuchProcess, AccessDenied, ProcfsFormatError.
+    """
+    return parse_cpu_times(*_read_stat(pid, root))
+
+
+def read_run_state(pid: int, *, root: str = DEFAULT_ROOT) -> str:
+    """The state letter of `pid`'s main thread (field 3 of /proc/PID/stat: R, S, D, t...).
+
+    Raises:
+        NoSuchProcess, AccessDenied, ProcfsFormatError.
+    """
+    return parse_run_state(*_read_stat(pid, root))
