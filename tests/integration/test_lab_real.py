@@ -292,6 +292,9 @@ def test_reproducer_confirms_the_ipc_enomem_leak_on_1_48_and_not_on_1_44(
         assert tuple(deltas) == lab.deltas == ((0, 1, 2, 3) if leaks else (0, 0, 0, 0))
         assert out.count("read=ENOMEM") == 4
         assert out.count("-> socket:[") == (3 if leaks else 0)
+        outcomes = tuple(dict.fromkeys(line.split(maxsplit=6)[6] for line in out.splitlines()
+                                       if line.startswith("iter ")))
+        assert outcomes == lab.outcomes == ("read=ENOMEM accepted=[]",), out
 
 
 def test_error_path_reproducers_match_the_lab_on_a_built_1_48(

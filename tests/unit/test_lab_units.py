@@ -121,7 +121,7 @@ def test_repro_render_refuses_unknown_and_unwritten_scenarios(
 ) -> None:
     with pytest.raises(UsageError):
         repro.render("no-such-scenario")
-    monkeypatch.delitem(repro._BODIES, "fs-scandir")
+    monkeypatch.delitem(repro.BODIES, "fs-scandir")
     with pytest.raises(UsageError, match="no C reproducer"):
         repro.render("fs-scandir")
     text = repro.render("loop-init-emfile")

@@ -8,7 +8,7 @@ iterations as the lab, prints the fd count after each, the fds that appeared
 after the warm-up iteration, and expected against observed behaviour. Exit
 status: 0 no leak, 1 leak, 2 setup failure (an abort inside libuv kills it
 with the signal, as it does the lab's child). Every catalogue scenario has a
-C body here or in `fdguard.lab.repro_c`.
+C body in `fdguard.lab.repro_c`.
 
     cc -o repro repro.c -ldl && ./repro /path/to/libuv.so.1 10
 """
@@ -180,214 +180,10 @@ int main(int argc, char** argv) {
 }
 """
 
-# Per scenario: the body defining `static int setup(void)` and
-# `static const char* iterate(int i)`, in the same steps as the Python scenario.
-_BODIES: dict[str, str] = {
-    "loop-churn": r"""
-static int setup(void) { return 0; }
-
-static const char* iterate(int i) {
-  static char outcome[64];
-  uv_loop_t* loop = calloc(1, UV(uv_loop_size)());
-  int rc = UV(uv_loop_init)(loop);
-  (void) i;
-  if (rc == 0) UV(uv_loop_close)(loop);
-  snprintf(outcome, sizeof(outcome), "init=%s", err_name(rc));
-  free(loop);
-  return outcome;
-}
-""",
-    "loop-init-emfile": r"""
-/* The first loop also creates libuv's process-global signal lock pipe, whose
- * failure aborts: create it before squeezing. */
-static int setup(void) {
-  uv_loop_t* loop = calloc(1, UV(uv_loop_size)());
-  if (UV(uv_loop_init)(loop) != 0) return -1;
-  UV(uv_loop_close)(loop);
-  free(loop);
-  return 0;
-}
-
-/* One free fd: the epoll fd fits, the next fd uv_loop_init needs does not. */
-static const char* iterate(int i) {
-  static char outcome[64];
-  uv_loop_t* loop = calloc(1, UV(uv_loop_size)());
-  int rc;
-  (void) i;
-  squeeze(1);
-  rc = UV(uv_loop_init)(loop);
-  undo_squeeze();
-  if (rc == 0) UV(uv_loop_close)(loop);
-  snprintf(outcome, sizeof(outcome), "init=%s", err_name(rc));
-  free(loop);
-  return outcome;
-}
-""",
-    "libuv-load-unload": r"""
-static int setup(void) { return 0; }
-
-/* dlopen a fresh copy of the libuv under test (a path already loaded would
- * only gain a reference and never unload), init and close a loop, dlclose. */
-static const char* iterate(int i) {
-  static char outcome[64];
-  char copy[256];
-  char cmd[600];
-  void* h;
-  void* loop;
-  size_t (*loop_size)(void);
-  int (*loop_init)(void*);
-  int (*loop_close)(void*);
-  int rc;
-  snprintf(copy, sizeof(copy), "/tmp/fdguard-repro-%d-%d.so", (int) getpid(), i);
-  snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", libuv_path, copy);
-  if (system(cmd) != 0) return "copy failed";
-  h = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
-  if (h == NULL) { unlink(copy); return "dlopen failed"; }
-  *(void**) &loop_size = dlsym(h, "uv_loop_size");
-  *(void**) &loop_init = dlsym(h, "uv_loop_init");
-  *(void**) &loop_close = dlsym(h, "uv_loop_close");
-  loop = calloc(1, loop_size());
-  rc = loop_init(loop);
-  if (rc == 0) loop_close(loop);
-  free(loop);
-  snprintf(outcome, sizeof(outcome), "init=%d dlclose=%d", rc, dlclose(h));
-  unlink(copy);
-  return outcome;
-}
-""",
-    "pipe-ipc-queue-enomem": r"""
-static uv_loop_t* loop;
-static int fail_countdown; /* the Nth allocation from now fails; 0 = none */
-
-static int failing(void) { return fail_countdown > 0 && --fail_countdown == 0; }
-static void* f_malloc(size_t n) { return failing() ? NULL : malloc(n); }
-static void* f_realloc(void* p, size_t n) { return failing() ? NULL : realloc(p, n); }
-static void* f_calloc(size_t c, size_t n) { return failing() ? NULL : calloc(c, n); }
-
-static int setup(void) {
-  if (UV(uv_replace_allocator)(f_malloc, f_realloc, f_calloc, free) != 0) return -1;
-  loop = calloc(1, UV(uv_loop_size)());
-  return UV(uv_loop_init)(loop);
-}
-
-static char readbuf[65536];
-static int got_read;
-static ssize_t nread_seen;
-static void on_alloc(uv_handle_t* h, size_t size, uv_buf_t* buf) {
-  (void) h; (void) size;
-  buf->base = readbuf;
-  buf->len = sizeof(readbuf);
-}
-static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-  (void) s; (void) buf;
-  got_read = 1;
-  nread_seen = n;
-}
-static void on_close(uv_handle_t* h) { free(h); }
-
-/* Three fds (unix sockets) in one SCM_RIGHTS message to an IPC pipe: libuv
- * keeps the first as the pipe's accepted fd and must queue the other two;
- * the allocation of that queue fails. Then the pipe is closed unaccepted. */
-static const char* iterate(int i) {
-  static char outcome[64];
-  char cbuf[CMSG_SPACE(3 * sizeof(int))];
-  struct msghdr msg;
-  struct iovec iov;
-  struct cmsghdr* cm;
-  char byte = 'x';
-  int sv[2];
-  int pass[4];
-  int k;
-  uv_pipe_t* pipe = calloc(1, UV(uv_handle_size)(UV_NAMED_PIPE));
-  (void) i;
-  socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
-  UV(uv_pipe_init)(loop, pipe, 1);
-  UV(uv_pipe_open)(pipe, sv[0]);
-  socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pass);
-  socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pass + 2);
-  memset(&msg, 0, sizeof(msg));
-  memset(cbuf, 0, sizeof(cbuf));
-  iov.iov_base = &byte;
-  iov.iov_len = 1;
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = cbuf;
-  msg.msg_controllen = sizeof(cbuf);
-  cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
-  memcpy(CMSG_DATA(cm), pass, 3 * sizeof(int));
-  if (sendmsg(sv[1], &msg, 0) != 1) return "sendmsg failed";
-  for (k = 0; k < 4; k++) close(pass[k]);
-  UV(uv_read_start)((uv_stream_t*) pipe, on_alloc, on_read);
-  got_read = 0;
-  fail_countdown = 1;
-  for (k = 0; k < 1000 && !got_read; k++) UV(uv_run)(loop, UV_RUN_NOWAIT);
-  fail_countdown = 0;
-  UV(uv_close)((uv_handle_t*) pipe, on_close);
-  UV(uv_run)(loop, UV_RUN_NOWAIT);
-  close(sv[1]);
-  snprintf(outcome, sizeof(outcome), "read=%s",
-           nread_seen < 0 ? err_name((int) nread_seen) : "data");
-  return outcome;
-}
-""",
-    "tcp-connect-refused": r"""
-static uv_loop_t* loop;
-static int port;
-static int holder;
-static int status;
-
-/* A loopback port bound but not listening: a SYN to it gets a RST. */
-static int setup(void) {
-  struct sockaddr_in a;
-  socklen_t len = sizeof(a);
-  holder = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  memset(&a, 0, sizeof(a));
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(holder, (struct sockaddr*) &a, sizeof(a)) != 0) return -1;
-  getsockname(holder, (struct sockaddr*) &a, &len);
-  port = ntohs(a.sin_port);
-  loop = calloc(1, UV(uv_loop_size)());
-  return UV(uv_loop_init)(loop);
-}
-
-static void on_close(uv_handle_t* h) { free(h); }
-
-static void on_connect(uv_connect_t* req, int st) {
-  status = st;
-  UV(uv_close)((uv_handle_t*) req->handle, on_close);
-  free(req);
-}
-
-static const char* iterate(int i) {
-  static char outcome[64];
-  struct sockaddr_in addr;
-  uv_tcp_t* tcp = calloc(1, UV(uv_handle_size)(UV_TCP));
-  uv_connect_t* req = calloc(1, UV(uv_req_size)(UV_CONNECT));
-  int rc;
-  (void) i;
-  UV(uv_ip4_addr)("127.0.0.1", port, &addr);
-  UV(uv_tcp_init)(loop, tcp);
-  status = 1;
-  rc = UV(uv_tcp_connect)(req, tcp, (const struct sockaddr*) &addr, on_connect);
-  if (rc != 0) { UV(uv_close)((uv_handle_t*) tcp, on_close); free(req); }
-  UV(uv_run)(loop, UV_RUN_DEFAULT);
-  snprintf(outcome, sizeof(outcome), "connect=%s cb=%s", err_name(rc), err_name(status));
-  return outcome;
-}
-""",
-}
-
-
-_BODIES.update(BODIES)
-
 
 def supported() -> list[str]:
     """Scenarios the emitter can write as C (an injected variant shares its twin's body)."""
-    return sorted({*_BODIES, *(n for n, s in CATALOGUE.items() if s.twin in _BODIES)})
+    return sorted({*BODIES, *(n for n, s in CATALOGUE.items() if s.twin in BODIES)})
 
 
 @dataclass(frozen=True)
@@ -410,7 +206,7 @@ def render(name: str) -> str:
         raise UsageError(f"no such scenario: {name}")
     # An ENFILE variant is its EMFILE twin's program run under strace: the
     # injected call fails before the kernel looks at the lowered limit.
-    body = _BODIES.get(CATALOGUE[name].twin or name)
+    body = BODIES.get(CATALOGUE[name].twin or name)
     if body is None:
         raise UsageError(
             f"no C reproducer for {name} yet; scenarios with one: {', '.join(supported())}")

@@ -4,9 +4,9 @@ Each body defines `static int setup(void)` and `static const char* iterate(int i
 in the same steps as the Python scenario in `fdguard.lab.scenarios`, and its
 outcome string is formatted exactly as the lab formats it, so a test can
 compare the lab's run and the compiled reproducer's run line by line. Bodies
-are built from shared fragments (the loop, a listening server, spawn, IPC
-fd passing); every helper is `UNUSED` so each program compiles without
-warnings whatever it takes from them.
+are built from shared fragments (the loop, a listening server, spawn, IPC fd
+passing, a failing allocator); every helper is `UNUSED` so each program
+compiles without warnings whatever it takes from them.
 
 The fragments are C text inserted verbatim (no %-formatting): `repro.render`
 only %-formats its own prelude and main.
@@ -263,8 +263,9 @@ static const char* spawn_outcome(const char* file, int free_fds) {
 """
 
 # `nfds` fds in one SCM_RIGHTS message to an IPC pipe; accepted or left pending.
+# `arm_alloc`, when a scenario sets it, makes an allocation fail while the fds arrive.
 _IPC = r"""
-static int setup(void) { return init_loop(); }
+static void (*arm_alloc)(int n);
 static char readbuf[65536];
 static int nreads;
 static int first_read;
@@ -324,7 +325,9 @@ static const char* ipc_receive(int accept, int nfds) {
   nreads = 0;
   nipc_accepted = 0;
   UV(uv_read_start)((uv_stream_t*) pipe, on_alloc, on_read);
+  if (arm_alloc != NULL) arm_alloc(1);
   for (k = 0; k < 1000 && nreads == 0; k++) UV(uv_run)(loop, UV_RUN_NOWAIT);
+  if (arm_alloc != NULL) arm_alloc(0);
   close_and_run(pipe);
   close(sv[1]);
   snprintf(outcome, sizeof(outcome), "read=%s accepted=%s",
@@ -381,6 +384,23 @@ def _hold(kind: str, listen: int) -> str:
             f"  port = hold_port({kind}, {listen});\n  return port < 0 ? -1 : 0;\n}}\n")
 
 
+_FAILING_ALLOC = r"""
+/* libuv's allocator, replaced: the Nth allocation after arming fails. */
+static int fail_countdown;
+static int failed;
+static int failing(void) {
+  if (fail_countdown <= 0 || --fail_countdown != 0) return 0;
+  failed++;
+  return 1;
+}
+static void* f_malloc(size_t n) { return failing() ? NULL : malloc(n); }
+static void* f_realloc(void* p, size_t n) { return failing() ? NULL : realloc(p, n); }
+static void* f_calloc(size_t c, size_t n) { return failing() ? NULL : calloc(c, n); }
+static int replace_allocator(void) {
+  return UV(uv_replace_allocator)(f_malloc, f_realloc, f_calloc, free);
+}
+"""
+
 _FS_EVENT_CB = r"""
 static void on_fs_event(uv_fs_event_t* h, const char* f, int e, int s) {
   (void) h; (void) f; (void) e; (void) s;
@@ -388,6 +408,110 @@ static void on_fs_event(uv_fs_event_t* h, const char* f, int e, int s) {
 """
 
 BODIES: dict[str, str] = {
+    "loop-churn": r"""
+static int setup(void) { return 0; }
+
+static const char* iterate(int i) {
+  static char outcome[64];
+  uv_loop_t* loop = calloc(1, UV(uv_loop_size)());
+  int rc = UV(uv_loop_init)(loop);
+  (void) i;
+  if (rc == 0) UV(uv_loop_close)(loop);
+  snprintf(outcome, sizeof(outcome), "init=%s", err_name(rc));
+  free(loop);
+  return outcome;
+}
+""",
+    "loop-init-emfile": r"""
+/* The first loop also creates libuv's process-global signal lock pipe, whose
+ * failure aborts: create it before squeezing. */
+static int setup(void) {
+  uv_loop_t* loop = calloc(1, UV(uv_loop_size)());
+  if (UV(uv_loop_init)(loop) != 0) return -1;
+  UV(uv_loop_close)(loop);
+  free(loop);
+  return 0;
+}
+
+/* One free fd: the epoll fd fits, the next fd uv_loop_init needs does not. */
+static const char* iterate(int i) {
+  static char outcome[64];
+  uv_loop_t* loop = calloc(1, UV(uv_loop_size)());
+  int rc;
+  (void) i;
+  squeeze(1);
+  rc = UV(uv_loop_init)(loop);
+  undo_squeeze();
+  if (rc == 0) UV(uv_loop_close)(loop);
+  snprintf(outcome, sizeof(outcome), "init=%s", err_name(rc));
+  free(loop);
+  return outcome;
+}
+""",
+    "libuv-load-unload": r"""
+static int setup(void) { return 0; }
+
+/* dlopen a fresh copy of the libuv under test (a path already loaded would
+ * only gain a reference and never unload), init and close a loop, dlclose. */
+static const char* iterate(int i) {
+  static char outcome[64];
+  char copy[256];
+  char cmd[600];
+  void* h;
+  void* loop;
+  size_t (*loop_size)(void);
+  int (*loop_init)(void*);
+  int (*loop_close)(void*);
+  int rc;
+  snprintf(copy, sizeof(copy), "/tmp/fdguard-repro-%d-%d.so", (int) getpid(), i);
+  snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", libuv_path, copy);
+  if (system(cmd) != 0) return "copy failed";
+  h = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) { unlink(copy); return "dlopen failed"; }
+  *(void**) &loop_size = dlsym(h, "uv_loop_size");
+  *(void**) &loop_init = dlsym(h, "uv_loop_init");
+  *(void**) &loop_close = dlsym(h, "uv_loop_close");
+  loop = calloc(1, loop_size());
+  rc = loop_init(loop);
+  if (rc == 0) loop_close(loop);
+  free(loop);
+  snprintf(outcome, sizeof(outcome), "init=%d dlclose=%d", rc, dlclose(h));
+  unlink(copy);
+  return outcome;
+}
+""",
+    "tcp-connect-refused": _COMMON + _hold("SOCK_STREAM", 0) + r"""
+/* uv_tcp_connect to a loopback port bound but not listening (a SYN gets a RST);
+ * the connect callback records the status and closes the handle. */
+static const char* iterate(int i) {
+  static char outcome[96];
+  uv_tcp_t* tcp = new_handle(UV_TCP);
+  uv_connect_t* req = new_req(UV_CONNECT);
+  int rc;
+  (void) i;
+  nseen = 0;
+  UV(uv_tcp_init)(loop, tcp);
+  rc = UV(uv_tcp_connect)(req, tcp, ip4(port), on_connect_close);
+  if (rc != 0) UV(uv_close)((uv_handle_t*) tcp, on_close_free);
+  UV(uv_run)(loop, UV_RUN_DEFAULT);
+  free(req);
+  snprintf(outcome, sizeof(outcome), "connect=%s cb=%s", err_name(rc), fmt_list(seen, nseen, 0));
+  return outcome;
+}
+""",
+    "pipe-ipc-queue-enomem": _COMMON + _FAILING_ALLOC + _IPC + r"""
+static void arm_countdown(int n) { fail_countdown = n; }
+static int setup(void) {
+  if (replace_allocator() != 0) return -1;
+  arm_alloc = arm_countdown;
+  return init_loop();
+}
+
+/* Three fds (unix sockets) in one SCM_RIGHTS message to an IPC pipe: libuv
+ * keeps the first as the pipe's accepted fd and must queue the other two;
+ * the allocation of that queue fails. Then the pipe is closed unaccepted. */
+static const char* iterate(int i) { (void) i; return ipc_receive(0, 3); }
+""",
     "tcp-bind-in-use": _COMMON + _hold("SOCK_STREAM", 1) + r"""
 /* Bind a uv TCP handle to the port a listening socket holds (EADDRINUSE; some
  * releases defer the error to listen()), then close it. */
@@ -599,11 +723,11 @@ static const char* iterate(int i) {
   return outcome;
 }
 """,
-    "pipe-ipc-accept": _COMMON + _IPC + r"""
+    "pipe-ipc-accept": _COMMON + _IPC + _SETUP_LOOP + r"""
 /* Two fds received over an IPC pipe in one SCM_RIGHTS message; both accepted; close. */
 static const char* iterate(int i) { (void) i; return ipc_receive(1, 2); }
 """,
-    "pipe-ipc-close-pending": _COMMON + _IPC + r"""
+    "pipe-ipc-close-pending": _COMMON + _IPC + _SETUP_LOOP + r"""
 /* Two fds received over an IPC pipe and never accepted; the IPC pipe is closed,
  * which must close the received fds it still holds. */
 static const char* iterate(int i) { (void) i; return ipc_receive(0, 2); }
@@ -933,23 +1057,11 @@ static const char* iterate(int i) {
   return outcome;
 }
 """,
-    "loop-init-enomem": _COMMON + r"""
-/* libuv's allocator, replaced: the Nth allocation after arming fails. */
-static int fail_countdown;
-static int failed;
-static int failing(void) {
-  if (fail_countdown <= 0 || --fail_countdown != 0) return 0;
-  failed++;
-  return 1;
-}
-static void* f_malloc(size_t n) { return failing() ? NULL : malloc(n); }
-static void* f_realloc(void* p, size_t n) { return failing() ? NULL : realloc(p, n); }
-static void* f_calloc(size_t c, size_t n) { return failing() ? NULL : calloc(c, n); }
-
+    "loop-init-enomem": _COMMON + _FAILING_ALLOC + r"""
 /* The first loop also creates libuv's process-global signal lock pipe: make it
  * before any allocation is made to fail. */
 static int setup(void) {
-  if (UV(uv_replace_allocator)(f_malloc, f_realloc, f_calloc, free) != 0) return -1;
+  if (replace_allocator() != 0) return -1;
   if (init_loop() != 0) return -1;
   UV(uv_loop_close)(loop);
   free(loop);
