@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fdguard.errors import ProcfsFormatError
 from fdguard.procfs._oserror import process_errors
-from fdguard.procfs.process import DEFAULT_ROOT
+from fdguard.procfs.process import DEFAULT_ROOT, stat_fields
 
 # Clock ticks per second: the unit of utime/stime in /proc/PID/stat (proc(5)).
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -35,18 +35,6 @@ class CpuTimes:
         return self.total_ticks / ticks_per_second
 
 
-def _fields_after_comm(data: bytes, source: str) -> list[bytes]:
-    """The fields of a /proc/PID/stat line from field 3 (state) on: fields[N - 3] is field N.
-
-    The command name (field 2) may hold spaces and parentheses, so fields are
-    counted from the last ')'.
-    """
-    close_paren = data.rfind(b")")
-    if close_paren < 0:
-        raise ProcfsFormatError(source, 1, "no '(comm)' field")
-    return data[close_paren + 2 :].split()
-
-
 def _read_stat(pid: int, root: str) -> tuple[bytes, str]:
     path = f"{root}/{pid}/stat"
     with process_errors(pid, "stat"), open(path, "rb") as fh:
@@ -59,7 +47,7 @@ def parse_cpu_times(data: bytes, source: str = "stat") -> CpuTimes:
     Raises:
         ProcfsFormatError: the line does not have the documented shape.
     """
-    fields = _fields_after_comm(data, source)
+    fields = stat_fields(data, source)
     try:
         return CpuTimes(utime=int(fields[11]), stime=int(fields[12]))
     except (ValueError, IndexError) as err:
@@ -72,7 +60,7 @@ def parse_run_state(data: bytes, source: str = "stat") -> str:
     Raises:
         ProcfsFormatError: the line does not have the documented shape.
     """
-    fields = _fields_after_comm(data, source)
+    fields = stat_fields(data, source)
     if not fields or len(fields[0]) != 1:
         raise ProcfsFormatError(source, 1, "no state field after '(comm)'")
     return fields[0].decode("ascii", "replace")

@@ -59,6 +59,22 @@ class ProcStat:
     start_time: int
 
 
+def stat_fields(data: bytes, source: str = "stat", maxsplit: int = -1) -> list[bytes]:
+    """The fields of a /proc/PID/stat line from field 3 (state) on: fields[N - 3] is field N.
+
+    The command name (field 2) may hold spaces and parentheses, so fields are
+    counted from the last ')'. `maxsplit` stops splitting early for callers
+    that need only the first fields.
+
+    Raises:
+        ProcfsFormatError: there is no '(comm)' field.
+    """
+    close_paren = data.rfind(b")")
+    if close_paren < 0:
+        raise ProcfsFormatError(source, 1, "no '(comm)' field")
+    return data[close_paren + 2 :].split(None, maxsplit)
+
+
 def parse_stat(data: bytes, source: str = "stat") -> ProcStat:
     """Parse /proc/PID/stat. The command name may hold spaces and parentheses.
 
@@ -71,7 +87,7 @@ def parse_stat(data: bytes, source: str = "stat") -> ProcStat:
         raise ProcfsFormatError(source, 1, "no '(comm)' field")
     try:
         pid = int(data[:open_paren])
-        fields = data[close_paren + 2 :].split()
+        fields = stat_fields(data, source)
         # fields[0] is field 3 (state); start time is field 22.
         return ProcStat(
             pid=pid,
