@@ -172,18 +172,7 @@ class TargetSet:
     # -- resolution ----------------------------------------------------------------
 
     def _scan(self) -> list[ProcessIdentity]:
-        out = []
-        for pid in list_pids(root=self.root):
-            if pid in self.exclude:
-                continue
-            try:
-                ident = read_identity(pid, root=self.root)
-            except (NoSuchProcess, AccessDenied):
-                continue
-            if ident.state in ("Z", "X"):
-                continue
-            out.append(ident)
-        return out
+        return self._identities(list_pids(root=self.root))
 
     def _identities(self, pids: Sequence[int]) -> list[ProcessIdentity]:
         out = []

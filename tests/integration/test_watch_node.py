@@ -62,12 +62,18 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     th.join()
 
 
-def _start_watch(pid: int, url: str, store: Store) -> tuple[Watcher, threading.Thread,
-                                                            list[WatchEvent], list[BaseException]]:
+def _watch_service(
+    spawn: Any, node: str, mode: str, url: str, store: Store, *, seconds: float
+) -> tuple[Any, Watcher, list[WatchEvent], int | None]:
+    """Start fd_service.js in `mode` under a LIMIT, watch it in a thread while `_drive`
+    loads it for `seconds`, then stop the watcher: (service, watcher, events, EMFILE ns)."""
+    svc = spawn(["prlimit", f"--nofile={LIMIT}:{LIMIT}", node, str(SERVICE), mode])
+    port = json.loads(svc.ready)["port"]
+    assert svc.proc.stdout is not None
     events: list[WatchEvent] = []
     errors: list[BaseException] = []
     w = Watcher(
-        TargetSet([TargetSpec(SpecKind.PID, str(pid))]),
+        TargetSet([TargetSpec(SpecKind.PID, str(svc.pid))]),
         config=CONFIG,
         store=store,
         alerts=AlertEngine([ThresholdRule(), TrendRule(), EtaRule()]),
@@ -83,7 +89,13 @@ def _start_watch(pid: int, url: str, store: Store) -> tuple[Watcher, threading.T
 
     th = threading.Thread(target=body)
     th.start()
-    return w, th, events, errors
+    try:
+        emfile_ns = _drive(port, svc.proc.stdout.fileno(), seconds=seconds)
+    finally:
+        w.stop()
+        th.join()
+    assert not errors
+    return svc, w, events, emfile_ns
 
 
 def _drive(port: int, stdout_fd: int, *, seconds: float) -> int | None:
@@ -115,17 +127,8 @@ def test_leaking_node_service_is_detected_with_eta_and_webhook(
     spawn, node: str, webhook: tuple[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     url, received = webhook
-    svc = spawn(["prlimit", f"--nofile={LIMIT}:{LIMIT}", node, str(SERVICE), "leak"])
-    port = json.loads(svc.ready)["port"]
-    assert svc.proc.stdout is not None
     with Store(tmp_path / "fd.db") as store:
-        w, th, events, errors = _start_watch(svc.pid, url, store)
-        try:
-            emfile_ns = _drive(port, svc.proc.stdout.fileno(), seconds=40.0)
-        finally:
-            w.stop()
-            th.join()
-        assert not errors
+        svc, w, events, emfile_ns = _watch_service(spawn, node, "leak", url, store, seconds=40.0)
         assert emfile_ns is not None, "the service never reached EMFILE"
         emfile_at = emfile_ns / 1e9
 
@@ -167,18 +170,9 @@ def test_healthy_node_service_under_the_same_load_raises_nothing(
     spawn, node: str, webhook: tuple[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     url, received = webhook
-    svc = spawn(["prlimit", f"--nofile={LIMIT}:{LIMIT}", node, str(SERVICE), "healthy"])
-    port = json.loads(svc.ready)["port"]
-    assert svc.proc.stdout is not None
     with Store(tmp_path / "fd.db") as store:
-        w, th, events, errors = _start_watch(svc.pid, url, store)
-        try:
-            # Two detector periods: long enough for the detector to judge.
-            emfile = _drive(port, svc.proc.stdout.fileno(), seconds=9.0)
-        finally:
-            w.stop()
-            th.join()
-        assert not errors
+        # Two detector periods: long enough for the detector to judge.
+        _svc, w, events, emfile = _watch_service(spawn, node, "healthy", url, store, seconds=9.0)
         assert emfile is None
         samples = [e for e in events if e.type == "sample"]
         assert len(samples) > 100

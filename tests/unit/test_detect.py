@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -76,6 +77,18 @@ def test_verdict_json_has_the_contract_fields() -> None:
     assert doc["samples"] == 3
     json.dumps(doc)
     assert isinstance(v, LeakVerdict)
+
+
+def test_between_judgements_each_sample_only_bumps_the_sample_count() -> None:
+    det = LeakDetector(limit=100)
+    first = det.update(0.0, 5)
+    for i in range(2, 6):  # all in the first bucket: no judgement in between
+        v = det.update(float(i), 5)
+        assert v == dataclasses.replace(first, samples=i)
+        assert hash(v) == hash(dataclasses.replace(first, samples=i))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            v.samples = 0  # type: ignore[misc]
+    assert first.samples == 1
 
 
 def test_samples_out_of_order_or_not_finite_are_refused() -> None:

@@ -8,15 +8,16 @@ import click
 
 from fdguard.cli.watch_cmd import (
     build_alerts,
-    build_specs,
-    detector_config,
+    exited,
     open_store,
+    resolve_targets,
     target_options,
+    watch_config,
 )
 from fdguard.errors import UsageError
 from fdguard.exporter import DEFAULT_HOST, DEFAULT_PORT, WatchCollector, serve
-from fdguard.targets import LaunchedProcess, TargetSet
-from fdguard.watch import WatchConfig, Watcher
+from fdguard.targets import TargetSet
+from fdguard.watch import Watcher
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -71,27 +72,16 @@ def export(
       fdguard export --name '^node$' --listen 127.0.0.1:9639
     """
     host, port = parse_listen(listen)
-    target_specs = build_specs(pids, names, cmdlines, pidfiles, cgroups, specs)
-    launched = LaunchedProcess(command) if command else None
-    if launched is not None:
-        target_specs.append(launched.spec)
-    if not target_specs:
-        raise UsageError(
-            "nothing to export: give --pid, --name, --cmdline, --pidfile, --cgroup or -- CMD"
-        )
+    target_specs, launched = resolve_targets(
+        pids, names, cmdlines, pidfiles, cgroups, specs, command, verb="export"
+    )
     store = None
     server = None
     try:
         store = open_store(store_path, no_store, store_max_mb)
-        config = WatchConfig(
-            interval=interval,
-            snapshot_every=snapshot_every,
-            rescan_every=rescan_every,
-            detector=detector_config(period, interval),
-        )
         watcher = Watcher(
             TargetSet(target_specs),
-            config=config,
+            config=watch_config(interval, snapshot_every, rescan_every, period),
             store=store,
             alerts=build_alerts(0.8, 60.0, 3600.0),
         )
@@ -102,11 +92,7 @@ def export(
         except OSError as err:
             raise UsageError(f"cannot listen on {host}:{port}: {err.strerror}") from err
         click.echo(f"serving http://{server.host}:{server.port}/metrics", err=True)
-        watcher.run(
-            max_rounds=rounds,
-            duration=duration,
-            until=(lambda: launched.poll() is not None) if launched is not None else None,
-        )
+        watcher.run(max_rounds=rounds, duration=duration, until=exited(launched))
     finally:
         if server is not None:
             server.close()

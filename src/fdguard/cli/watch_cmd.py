@@ -146,6 +146,52 @@ def build_specs(
     return out
 
 
+def resolve_targets(
+    pids: tuple[int, ...],
+    names: tuple[str, ...],
+    cmdlines: tuple[str, ...],
+    pidfiles: tuple[str, ...],
+    cgroups: tuple[str, ...],
+    specs: tuple[str, ...],
+    command: tuple[str, ...],
+    *,
+    verb: str,
+) -> tuple[list[TargetSpec], LaunchedProcess | None]:
+    """The specs `target_options` name, plus `-- CMD` (launched now) if given.
+
+    Raises:
+        UsageError: no target at all ("nothing to `verb`").
+    """
+    target_specs = build_specs(pids, names, cmdlines, pidfiles, cgroups, specs)
+    if not target_specs and not command:
+        raise UsageError(
+            f"nothing to {verb}: give --pid, --name, --cmdline, --pidfile, --cgroup or -- CMD"
+        )
+    launched = LaunchedProcess(command) if command else None
+    if launched is not None:
+        target_specs.append(launched.spec)
+    return target_specs, launched
+
+
+def exited(launched: LaunchedProcess | None) -> Callable[[], bool] | None:
+    """A `Watcher.run(until=...)` that stops once the launched command exits."""
+    if launched is None:
+        return None
+    return lambda: launched.poll() is not None
+
+
+def watch_config(
+    interval: float, snapshot_every: float, rescan_every: float, period: float
+) -> WatchConfig:
+    """The loop's cadences from `target_options`."""
+    return WatchConfig(
+        interval=interval,
+        snapshot_every=snapshot_every,
+        rescan_every=rescan_every,
+        detector=detector_config(period, interval),
+    )
+
+
 def detector_config(period: float, interval: float) -> DetectorConfig | None:
     """The detector's defaults, or its tuning rescaled to `period` with at least two
     samples per bucket."""
@@ -327,14 +373,9 @@ def watch(
       fdguard watch --name '^node$' --webhook http://127.0.0.1:9000/hook
       fdguard watch --json -- node server.js
     """
-    target_specs = build_specs(pids, names, cmdlines, pidfiles, cgroups, specs)
-    launched = LaunchedProcess(command) if command else None
-    if launched is not None:
-        target_specs.append(launched.spec)
-    if not target_specs:
-        raise UsageError(
-            "nothing to watch: give --pid, --name, --cmdline, --pidfile, --cgroup or -- CMD"
-        )
+    target_specs, launched = resolve_targets(
+        pids, names, cmdlines, pidfiles, cgroups, specs, command, verb="watch"
+    )
     store = None
     try:
         store = open_store(store_path, no_store, store_max_mb)
@@ -360,15 +401,9 @@ def watch(
                 if line:
                     click.echo(line)
 
-        config = WatchConfig(
-            interval=interval,
-            snapshot_every=snapshot_every,
-            rescan_every=rescan_every,
-            detector=detector_config(period, interval),
-        )
         watcher = Watcher(
             TargetSet(target_specs),
-            config=config,
+            config=watch_config(interval, snapshot_every, rescan_every, period),
             store=store,
             alerts=build_alerts(threshold, rate_alert, eta_horizon),
             sinks=sinks,
@@ -383,11 +418,7 @@ def watch(
 
                 watcher.run(max_rounds=rounds, duration=duration, until=refresh)
         else:
-            watcher.run(
-                max_rounds=rounds,
-                duration=duration,
-                until=(lambda: launched.poll() is not None) if launched is not None else None,
-            )
+            watcher.run(max_rounds=rounds, duration=duration, until=exited(launched))
         if watcher.samples == 0 and watcher.finished and launched is None:
             # Only PID targets can be "finished" before a single sample: they were gone.
             raise NoSuchProcess(int(target_specs[0].value), "nothing to watch")

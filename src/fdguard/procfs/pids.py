@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fdguard.errors import NoSuchProcess, ProcfsFormatError
 from fdguard.model import Limits, ProcessRef
 from fdguard.procfs._oserror import process_errors, translate
-from fdguard.procfs.process import DEFAULT_ROOT, parse_limits, parse_stat
+from fdguard.procfs.process import DEFAULT_ROOT, _read_all, parse_limits, parse_stat
 
 DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -34,12 +34,7 @@ class ProcessIdentity:
 def _read(path: str) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks: list[bytes] = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return _read_all(fd)
     finally:
         os.close(fd)
 
