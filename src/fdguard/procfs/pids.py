@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from fdguard.errors import NoSuchProcess, ProcfsFormatError
 from fdguard.model import Limits, ProcessRef
 from fdguard.procfs._oserror import process_errors, translate
-from fdguard.procfs.process import DEFAULT_ROOT, _read_all, parse_limits, parse_stat
+from fdguard.procfs.process import (
+    DEFAULT_ROOT,
+    _read_all,
+    parse_limits,
+    parse_stat,
+    stat_fields,
+)
 
 DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -52,8 +58,7 @@ def start_time_of(data: bytes, source: str = "stat") -> tuple[str, int]:
     Raises:
         ProcfsFormatError: the line does not have the documented shape.
     """
-    close_paren = data.rfind(b")")
-    fields = data[close_paren + 2 :].split(None, 20)
+    fields = stat_fields(data, source, maxsplit=20)
     try:
         return fields[0].decode("ascii"), int(fields[19])
     except (IndexError, ValueError, UnicodeDecodeError) as err:
