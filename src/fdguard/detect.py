@@ -29,7 +29,9 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
 
 3. Rise = f(t) - R_k(t) must exceed max(min_rise, k_sigma * sigma, range_share * the
    level's range over the last period). sigma is a robust (MAD) noise estimate of the
-   level in which daily cycles and steady trends cancel (see `_estimate_sigma`); the
+   level in which daily cycles and steady trends cancel (see `_estimate_sigma`), taken
+   at two lags (the smoothing window and `long_noise_seconds`, half a day: a wander
+   of the level that reverts over hours is underrated at the short lag alone); the
    range term tolerates day-to-day changes of a cycle's amplitude.
 
 4. A one-off step (a pool that grows once and stays) also raises the level above R.
@@ -52,6 +54,22 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
    declared, `detected_at` is fixed (fds that leaked do not come back); rate and ETA
    keep being refreshed.
 
+6. A second, slower test for a small leak under heavy churn, whose rise per period
+   stays inside the noise of steps 1-4 but adds up over days (see `steady_rise`):
+   once an hour, with at least `trend_min_seconds` (3 days) of history, the floor's
+   hourly medians over the last `trend_max_seconds` (4 days) are fitted with a line
+   through the low quantiles of their first and last thirds. A leak is declared when
+   the rise between the thirds stands `trend_sigma` standard errors out of the
+   noise (the error computed from the residuals, with their lag-1 autocorrelation
+   shrinking the effective number of hours) AND the residuals are structureless:
+   no autocorrelation above `trend_white` at lags of 4 to 30 hours. A one-off step,
+   a warm-up ramp, a daily cycle or a long sawtooth leaves a line's residuals
+   correlated over hours; only a steady rise under noise leaves white ones. Long
+   averages are what make a slow leak visible under churn whose noise is many
+   times its daily rise, and averages are why this test needs days: it complements
+   steps 1-5, it does not replace them. It must hold on `trend_persist` hourly
+   evaluations in a row.
+
 The growth rate comes from the day-over-day change of the level, in which a daily
 cycle cancels (see `_estimate_rate`); the ETA is (soft limit - highest count of the
 last period) / rate, because EMFILE comes when a peak (the daily high, a burst), not
@@ -67,7 +85,8 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import accumulate, chain
+from statistics import NormalDist
 from typing import Any
 
 from fdguard.errors import UsageError
@@ -76,9 +95,11 @@ __all__ = [
     "DetectorConfig",
     "LeakDetector",
     "LeakVerdict",
+    "SteadyRise",
     "analyze",
     "analyze_by_kind",
     "eta_against",
+    "steady_rise",
     "theil_sen",
 ]
 
@@ -119,6 +140,25 @@ class DetectorConfig:
     ongoing_share: float = 0.25
     """A rise over k > 1 periods must still be going on: the level's median change
     over the last period (same phase) must exceed this share of the rise per period."""
+    long_noise_seconds: float = 43200.0
+    """Second lag of the noise estimate (0 disables it): a wander reverting over hours."""
+    trend_block_seconds: float = 3600.0
+    """The steady-rise test (step 6) works on medians of the floor over blocks this long..."""
+    trend_min_seconds: float = 259200.0
+    """...needs this much history (0 disables the test)..."""
+    trend_max_seconds: float = 345600.0
+    """...and looks back at most this far."""
+    trend_sigma: float = 4.5
+    """The rise between the first and last thirds must exceed this many standard errors."""
+    trend_white: float = 0.3
+    """Residual autocorrelation (at lags of 4 to 30 blocks) above this means structure."""
+    trend_quantile: float = 0.3
+    """Each third is summed up by this quantile of its blocks (hours a cluster of
+    bursts lifted are in the upper tail)."""
+    trend_line_gain: float = 0.0
+    """The line must fit better than the best single step by this many squared sigmas."""
+    trend_persist: int = 3
+    """Consecutive hourly evaluations on which the steady-rise test must hold."""
 
     def __post_init__(self) -> None:
         if self.bucket_seconds <= 0 or self.floor_seconds < self.bucket_seconds:
@@ -130,8 +170,17 @@ class DetectorConfig:
         if not 0 <= self.floor_quantile < 0.5:
             raise UsageError("floor_quantile must be in [0, 0.5)")
         shares = (self.range_share, self.step_share, self.ongoing_share)
-        if min(self.k_sigma, self.split_sigma, self.min_rise, *shares) < 0:
+        if min(self.k_sigma, self.split_sigma, self.min_rise, self.trend_sigma, *shares) < 0:
             raise UsageError("thresholds must not be negative")
+        if not 0 < self.trend_quantile < 1 or self.trend_persist < 1:
+            raise UsageError("trend_quantile must be in (0, 1) and trend_persist >= 1")
+        if self.trend_min_seconds and (
+            self.trend_max_seconds < self.trend_min_seconds
+            or self.trend_max_seconds > self.lookback_periods * self.period_seconds
+        ):
+            raise UsageError(
+                "need trend_min_seconds <= trend_max_seconds <= lookback_periods periods"
+            )
 
 
 @dataclass(frozen=True)
@@ -210,6 +259,100 @@ def _mad_sigma(values: Sequence[float]) -> float:
     return 1.4826 * _median([abs(v - med) for v in values])
 
 
+def _autocorrelation(e: Sequence[float], lag: int) -> float:
+    den = sum(x * x for x in e)
+    if den == 0:
+        return 0.0
+    return float(sum(map(operator.mul, e[lag:], e[: len(e) - lag]))) / den
+
+
+@dataclass(frozen=True)
+class SteadyRise:
+    """What `steady_rise` found in a series of block medians."""
+
+    rise: float
+    """Between the low quantiles of the first and last thirds."""
+    tstat: float
+    """`rise` over its standard error."""
+    structure: float
+    """Largest |autocorrelation| of the residuals at lags of 4 to 30 blocks."""
+    per_block: float
+    """The line's slope, per block."""
+    line_gain: float
+    """How much better a least-squares line fits than the best single step (two
+    flat levels), in squared noise sigmas: positive for a steady rise, negative for
+    a one-off step."""
+
+
+def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | None:
+    """Is `blocks` (one median per block, oldest first) a steady rise under noise?
+
+    The line goes through the `quantile` of the first third and of the last third
+    (robust to a few blocks that bursts lifted, and to a warm-up ramp at the start)
+    and through the median of what is left. Its residuals, clipped at 3 robust
+    sigmas, give the noise and the autocorrelations: lag 1 shrinks the effective
+    number of blocks per third (n * (1 - rho) / (1 + rho)); lags 4-30 reveal what a
+    line does not explain (a step, a cycle, a sawtooth). None if there are fewer
+    than 12 blocks.
+    """
+    n = len(blocks)
+    if n < 12:
+        return None
+    g = n // 3
+    first = sorted(blocks[:g])[int(quantile * (g - 1))]
+    last = sorted(blocks[n - g :])[int(quantile * (g - 1))]
+    rise = last - first
+    slope = rise / (n - g)
+    mid = (n - 1) / 2
+    intercept = _median([y - slope * (x - mid) for x, y in enumerate(blocks)])
+    resid = [y - intercept - slope * (x - mid) for x, y in enumerate(blocks)]
+    sigma = _mad_sigma(resid)
+    if sigma == 0:
+        return SteadyRise(rise, math.inf if rise > 0 else 0.0, 0.0, slope, 0.0)
+    clipped = [max(-3 * sigma, min(3 * sigma, r)) for r in resid]
+    structure = max(
+        (abs(_autocorrelation(clipped, k)) for k in range(4, min(30, n // 3) + 1)), default=0.0
+    )
+    rho = min(0.95, max(0.0, _autocorrelation(clipped, 1)))
+    # Line against step on the blocks winsorized around the robust line (so a few
+    # burst-lifted blocks cannot make a step of their own).
+    ys = [intercept + slope * (x - mid) + r for x, r in enumerate(clipped)]
+    line_gain = (_best_step_ssr(ys) - _line_ssr(ys)) / (sigma * sigma)
+    n_eff = max(1.0, g * (1 - rho) / (1 + rho))
+    # Standard error of a sample quantile: sqrt(q (1 - q)) / density at it, for
+    # normal noise of this sigma; the rise is a difference of two such quantiles.
+    z = _NORMAL.inv_cdf(quantile)
+    se_q = sigma * math.sqrt(quantile * (1 - quantile)) / _NORMAL.pdf(z) / math.sqrt(n_eff)
+    return SteadyRise(rise, rise / (math.sqrt(2) * se_q), structure, slope, line_gain)
+
+
+def _line_ssr(ys: Sequence[float]) -> float:
+    """Residual sum of squares of the least-squares line through (i, ys[i])."""
+    n = len(ys)
+    mx, my = (n - 1) / 2, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in range(n))
+    sxy = sum((x - mx) * (y - my) for x, y in enumerate(ys))
+    syy = sum((y - my) ** 2 for y in ys)
+    return syy - sxy * sxy / sxx
+
+
+def _best_step_ssr(ys: Sequence[float], edge: int = 4) -> float:
+    """Smallest residual sum of squares of two flat levels split anywhere (each side
+    at least `edge` values), from prefix sums."""
+    n = len(ys)
+    s1 = [0.0, *accumulate(ys)]
+    s2 = [0.0, *accumulate(y * y for y in ys)]
+    best = math.inf
+    for k in range(edge, n - edge + 1):
+        left = s2[k] - s1[k] ** 2 / k
+        right = (s2[n] - s2[k]) - (s1[n] - s1[k]) ** 2 / (n - k)
+        best = min(best, left + right)
+    return best
+
+
+_NORMAL = NormalDist()
+
+
 @dataclass
 class _Rate:
     slope_per_s: float
@@ -264,6 +407,12 @@ class LeakDetector:
         self._agree: deque[bool] = deque(maxlen=max(1, round(7200 / c.bucket_seconds)))
         self._detected_at: float | None = None
         self._reference: float | None = None
+        self._trend_block = max(c.trend_block_seconds, c.bucket_seconds)
+        self._trend_at: int | None = None  # the block index last judged by step 6
+        self._trend_streak = 0
+        self._trend_why = ""
+        self._trend_slope = 0.0  # per second, from the last steady-rise fit
+        self._by_trend = False  # the leak was declared by step 6
         self._verdict = LeakVerdict(
             leak=False,
             detected_at=None,
@@ -410,12 +559,18 @@ class LeakDetector:
         rise = current - reference
         self._agree.append(ok)
         self._streak = self._streak + 1 if ok else 0
-        if self._detected_at is None and self._streak >= c.persist:
+        steady = self._detected_at is None and not ok and self._steady(t, history)
+        if self._by_trend:
+            self._steady(t, history)  # keeps the trend's slope fresh for the rate
+        if self._detected_at is None and (self._streak >= c.persist or steady):
             self._detected_at = now
             self._reference = reference
+            self._by_trend = steady
             self._rate = self._estimate_rate(t)  # fresh, for the ETA announced now
             self._rate_at = t
-        if self._detected_at is not None:
+        if steady:
+            why = self._trend_why
+        elif self._detected_at is not None:
             why = (
                 f"floor rose from {self._reference:g} to {current:g} fds and never came back"
                 if ok or why == ""
@@ -424,6 +579,48 @@ class LeakDetector:
         elif ok:
             why = f"floor rising ({rise:.1f} fds over the reference), confirming"
         self._publish(now, level=level, current=current, reference=reference, reason=why)
+
+    def _steady(self, t: float, history: float) -> bool:
+        """Step 6, once per block: has the floor risen steadily for days?"""
+        c = self.config
+        if not c.trend_min_seconds or history < c.trend_min_seconds:
+            return False
+        block = self._trend_block
+        idx = math.floor(t / block)
+        if idx == self._trend_at:
+            return False
+        self._trend_at = idx
+        bt, fl = self._bt, self._floor
+        nb = int(min(history, c.trend_max_seconds) // block)
+        blocks: list[float] = []
+        hi = len(bt)
+        for j in range(1, nb + 1):
+            lo = bisect_right(bt, t - j * block)
+            if lo >= hi:
+                self._trend_streak = 0  # a gap in the series: no steady evidence
+                return False
+            blocks.append(_median(fl[lo:hi]))
+            hi = lo
+        blocks.reverse()
+        found = steady_rise(blocks, c.trend_quantile)
+        if found is not None:
+            self._trend_slope = found.per_block / block
+        if (
+            found is None
+            or found.structure >= c.trend_white
+            or found.tstat <= c.trend_sigma
+            or found.line_gain <= c.trend_line_gain
+            or found.rise <= c.min_rise
+        ):
+            self._trend_streak = 0
+            return False
+        self._trend_streak += 1
+        hours = nb * block / 3600
+        self._trend_why = (
+            f"floor rose steadily by {found.rise:.0f} fds over {hours:.0f} h "
+            f"({found.tstat:.1f} standard errors, no other structure)"
+        )
+        return self._trend_streak >= c.trend_persist
 
     def _spread(self, reference: float, current: float, start: int) -> tuple[bool, str]:
         """Is the rise from `reference` to `current` more than one step?
@@ -495,8 +692,12 @@ class LeakDetector:
         lo = bisect_left(self._bt, t - c.period_seconds)
         p = round(c.period_seconds / c.bucket_seconds)
         if lo - p - lag >= 0 and len(fl) - lo >= 3:
-            diffs = [fl[i] - fl[i - lag] - fl[i - p] + fl[i - p - lag] for i in range(lo, len(fl))]
-            return _mad_sigma(diffs) / 2
+            sigma = 0.0
+            longer = round(c.long_noise_seconds / c.bucket_seconds)
+            for k in (lag, longer) if longer > lag and lo - p - longer >= 0 else (lag,):
+                diffs = [fl[i] - fl[i - k] - fl[i - p] + fl[i - p - k] for i in range(lo, len(fl))]
+                sigma = max(sigma, _mad_sigma(diffs) / 2)
+            return sigma
         lo = max(lo, 2 * lag)
         diffs = [fl[i] - 2 * fl[i - lag] + fl[i - 2 * lag] for i in range(lo, len(fl))]
         if len(diffs) < 3:
@@ -568,6 +769,10 @@ class LeakDetector:
     ) -> None:
         leak = self._detected_at is not None
         rate = self._rate
+        if self._by_trend and (rate is None or rate.slope_per_s < self._trend_slope):
+            # Declared by step 6: under churn this heavy the day-over-day change can
+            # be anything; the days-long line is the better rate.
+            rate = _Rate(self._trend_slope, rate.tstat if rate else 0.0)
         rate_h = None if rate is None else rate.slope_per_s * 3600
         eta = None
         if leak and self.limit is not None and rate is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 
 import pytest
@@ -16,6 +17,7 @@ from fdguard.detect import (
     analyze,
     analyze_by_kind,
     eta_against,
+    steady_rise,
     theil_sen,
 )
 from fdguard.errors import UsageError
@@ -109,6 +111,10 @@ def test_config_is_validated() -> None:
         DetectorConfig(period_seconds=60)
     with pytest.raises(UsageError):
         DetectorConfig(persist=0)
+    with pytest.raises(UsageError, match="trend_quantile"):
+        DetectorConfig(trend_quantile=1.0)
+    with pytest.raises(UsageError, match="trend_max_seconds"):
+        DetectorConfig(trend_max_seconds=5 * 86400)
 
 
 def test_theil_sen_ignores_outliers() -> None:
@@ -159,3 +165,67 @@ def test_per_kind_analysis_and_eta_against_the_total_headroom() -> None:
     assert eta == pytest.approx((1024 - 402) * HOUR, rel=0.1)
     assert eta_against(kinds["estab"], 402, 1024) is None
     assert eta_against(kinds["close_wait"], 2000, 1024) == 0.0
+
+
+def test_steady_rise_tells_a_line_from_a_step_and_a_cycle() -> None:
+    rng = random.Random(3)
+    noise = [rng.gauss(0, 10) for _ in range(96)]
+    line = steady_rise([100 + 0.8 * i + e for i, e in enumerate(noise)])
+    step = steady_rise([100 + (60 if i >= 48 else 0) + e for i, e in enumerate(noise)])
+    wave = [30 * math.sin(2 * math.pi * i / 24) for i in range(96)]
+    cycle = steady_rise([100 + w + e for w, e in zip(wave, noise, strict=True)])
+    flat = steady_rise([100 + e for e in noise])
+    assert line is not None
+    assert step is not None
+    assert cycle is not None
+    assert flat is not None
+    assert line.tstat > 10
+    assert line.structure < 0.3
+    assert line.line_gain > 0
+    assert line.per_block == pytest.approx(0.8, rel=0.2)
+    assert step.line_gain < 0  # two flat levels fit a step better than any line
+    assert cycle.structure > 0.3  # a line leaves a cycle in its residuals
+    assert abs(flat.tstat) < 4.5
+    assert steady_rise([1.0] * 11) is None
+
+
+def _churn(rng: random.Random, extra) -> object:
+    """A series under heavy churn (sd 200 fds around 1,000), one sample per 2 min."""
+    return lambda t: round(1000 + extra(t) + rng.gauss(0, 200))
+
+
+def _replay(level, days: float, config: DetectorConfig | None = None) -> LeakVerdict:
+    det = LeakDetector(limit=100_000, config=config)
+    v = det.verdict
+    for i in range(int(days * 86400 / 120)):
+        v = det.update(i * 120.0, level(i * 120.0))
+    return v
+
+
+def test_a_slow_leak_under_heavy_churn_is_found_by_the_steady_rise_test() -> None:
+    """2 fds/hour under noise of 200 fds: the rise per day stays inside the noise of
+    the day-over-day comparison, but days of it make a line out of the noise."""
+    v = _replay(_churn(random.Random(7), lambda t: 2.0 * t / HOUR), 5)
+    assert v.leak
+    assert v.detected_at is not None
+    assert v.detected_at >= 72 * HOUR  # the test needs three days of history
+    assert v.rate_per_hour is not None
+    assert v.rate_per_hour == pytest.approx(2.0, rel=0.5)
+    # ...and it is that test that found it:
+    off = DetectorConfig(trend_min_seconds=0)
+    assert not _replay(_churn(random.Random(7), lambda t: 2.0 * t / HOUR), 5, off).leak
+
+
+@pytest.mark.parametrize("seed", [8, 10, 11])
+def test_a_one_off_step_under_heavy_churn_is_not_a_steady_rise(seed: int) -> None:
+    """A pool growing once by 150 fds under the same churn: a line through it is
+    significant, but two flat levels fit it better."""
+
+    def pool(t: float) -> float:
+        return 150.0 if t > 2 * 86400 else 0.0
+
+    v = _replay(_churn(random.Random(seed), pool), 5)
+    assert not v.leak, v.reason
+    loose = DetectorConfig(trend_line_gain=-math.inf)
+    stepped = _replay(_churn(random.Random(seed), pool), 5, loose)
+    assert stepped.leak  # without the line-vs-step comparison it would have fired
