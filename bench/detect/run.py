@@ -197,6 +197,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--classes", default=",".join(traces.HEALTHY + traces.LEAKING))
     ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--list", action="store_true", help="list fdguard's false alarms and misses")
     args = ap.parse_args()
     classes = args.classes.split(",")
     jobs = [
@@ -209,6 +210,14 @@ def main() -> None:
     else:
         outcomes = [judge(j) for j in jobs]
     print(report(outcomes, classes))
+    if args.list:
+        print("\nfdguard's false alarms (healthy) and misses (leaking), as class/seed:")
+        for o in outcomes:
+            a = o.alarms["fdguard"]
+            if (not o.leaking and a is not None) or (
+                o.leaking and (a is None or (o.onset is not None and a < o.onset))
+            ):
+                print(f"  {o.cls}/{o.seed}" + ("" if a is None else f" alarm at {a / 3600:.1f} h"))
     print(
         f"\n{len(jobs)} traces ({args.per_class} per class, seeds {args.first_seed}.."
         f"{args.first_seed + args.per_class - 1}), {time.perf_counter() - t0:.0f}s"

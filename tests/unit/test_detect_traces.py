@@ -73,9 +73,45 @@ def test_step_then_slow_wander_is_not_a_leak(seed: int) -> None:
     v = replay(tr)
     assert not v.leak, (seed, v.reason)
     assert v.detected_at is None
-    # The rise over the old reference is there: it is the ongoing test that holds.
-    loose = analyze(tr.times, tr.counts, limit=tr.limit, config=DetectorConfig(ongoing_share=0))
+    # The rise over the old reference is there: it is the ongoing test (and the
+    # half-day lag of the noise estimate) that holds.
+    bare = DetectorConfig(ongoing_share=0, long_noise_seconds=0)
+    loose = analyze(tr.times, tr.counts, limit=tr.limit, config=bare)
     assert loose.leak
+
+
+@pytest.mark.parametrize(("cls", "seed"), [("warmup", 8361), ("step", 5026)])
+def test_a_wander_reverting_over_hours_is_noise_at_the_half_day_lag(cls: str, seed: int) -> None:
+    """A plateau that wanders up by tens of fds for hours: at the smoothing lag (3 h)
+    the noise estimate underrates it and the rise looks significant; the half-day
+    lag sees the whole wander."""
+    tr = traces.make(cls, seed)
+    assert not replay(tr).leak
+    short_only = DetectorConfig(long_noise_seconds=0)
+    assert analyze(tr.times, tr.counts, limit=tr.limit, config=short_only).leak
+
+
+@pytest.mark.parametrize("seed", [0, 13])
+def test_a_churn_leak_too_slow_for_the_daily_comparison_is_a_steady_rise(seed: int) -> None:
+    """Churn noise many times the leak's daily rise: found by the days-long line."""
+    tr = traces.make("churn_leak", seed)
+    det = LeakDetector(limit=tr.limit)
+    first = None
+    for t, c in zip(tr.times, tr.counts, strict=True):
+        v = det.update(t, c)
+        if v.leak:
+            first = v
+            break
+    assert first is not None
+    assert first.detected_at is not None
+    assert first.detected_at >= tr.onset
+    assert "rose steadily" in first.reason
+    assert first.rate_per_hour == pytest.approx(tr.rate_per_hour, rel=1.0)
+    assert first.eta_seconds is not None
+    # Without it the daily comparison finds them hours to days later:
+    off = DetectorConfig(trend_min_seconds=0)
+    later = analyze(tr.times, tr.counts, limit=tr.limit, config=off).detected_at
+    assert later is None or later - first.detected_at > 6 * 3600
 
 
 # Seeds of each leaking class that the default detector finds (the bench reports the
