@@ -13,6 +13,7 @@ rule is silent on them by construction and the comparison is about trend rules):
   step         one-off step (a pool that grows once and stays), sharp or over <1 h
   bursty       Poisson bursts of short-lived connections on top of churn
   warmup       a ramp from near zero to a plateau (5 min - 3 h), then noise
+  churn_step   a one-off step (0.3-1.5 churn sds) under churn_leak's heavy churn
 
 Leaking classes (a healthy background - stationary or daily - then a leak from
 `onset`, uniform in 0-36 h; the trace ends when the count reaches the soft limit,
@@ -37,7 +38,7 @@ HOUR = 3600.0
 HEALTHY_DAYS = 5  # long enough to exercise every lag the detector compares (4 days)
 DAY = 86400.0
 
-HEALTHY = ("stationary", "daily", "sawtooth", "step", "bursty", "warmup")
+HEALTHY = ("stationary", "daily", "sawtooth", "step", "bursty", "warmup", "churn_step")
 LEAKING = ("linear", "error_burst", "storm_step", "churn_leak")
 
 
@@ -181,6 +182,26 @@ def warmup(seed: int) -> Trace:
     return _finish("warmup", seed, ts, raw, rng)
 
 
+def _churn_background(
+    rng: random.Random, base: float, noise: _Noise, duration: float
+) -> Callable[[float], float]:
+    """Heavy churn: fast noise of 10-50% of the base and frequent short bursts
+    (lifetimes of 1-5 min) of up to twice the base."""
+    noise.sigma = rng.uniform(0.1, 0.5) * base + 2
+    return _burst_array(rng, duration, rng.uniform(2, 10), (0.3 * base, 2.0 * base), (60, 300))
+
+
+def churn_step(seed: int) -> Trace:
+    rng = random.Random(f"churn_step/{seed}")
+    base, noise = _base_and_noise(rng)
+    churn = _churn_background(rng, base, noise, HEALTHY_DAYS * DAY)
+    at = rng.uniform(0.3 * DAY, 3.5 * DAY)
+    height = rng.uniform(0.3, 1.5) * noise.sigma
+    ts = _times(HEALTHY_DAYS * DAY)
+    raw = [base + churn(t) + (height if t >= at else 0.0) + noise() for t in ts]
+    return _finish("churn_step", seed, ts, raw, rng)
+
+
 # -- leaking ----------------------------------------------------------------------------
 
 
@@ -311,10 +332,7 @@ def _burst_array(
 def churn_leak(seed: int) -> Trace:
     rng = random.Random(f"churn_leak/{seed}")
     base, noise = _base_and_noise(rng)
-    # Churn: many short-lived connections (heavy, fast noise) and frequent short
-    # bursts (lifetimes of 1-5 min) of up to twice the base.
-    noise.sigma = rng.uniform(0.1, 0.5) * base + 2
-    churn = _burst_array(rng, 8 * DAY, rng.uniform(2, 10), (0.3 * base, 2.0 * base), (60, 300))
+    churn = _churn_background(rng, base, noise, 8 * DAY)
     rate = math.exp(rng.uniform(0, math.log(10)))
     return _leaking("churn_leak", seed, rng, base, noise, churn, lambda dt: rate * dt / HOUR, rate)
 
@@ -326,6 +344,7 @@ MAKERS: dict[str, Callable[[int], Trace]] = {
     "step": step,
     "bursty": bursty,
     "warmup": warmup,
+    "churn_step": churn_step,
     "linear": linear,
     "error_burst": error_burst,
     "storm_step": storm_step,

@@ -49,10 +49,12 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
    level over the last half period (a daily cycle cancels in it) must exceed
    `ongoing_share` of the rise per period, rise / k.
 
-5. The conditions must hold on `persist` consecutive bucket closes (2 h): a wander of
-   the level lasting an hour is not a leak. The verdict is latched: once a leak is
-   declared, `detected_at` is fixed (fds that leaked do not come back); rate and ETA
-   keep being refreshed.
+5. The conditions must hold on `persist` consecutive bucket closes (3 h): a wander of
+   the level lasting an hour or two is not a leak, nor is a one-off step under heavy
+   churn that a cluster of bursts lifts further for a while (2 h let such steps
+   through in bench/detect's churn_step class; 3 h costs about an hour of delay).
+   The verdict is latched: once a leak is declared, `detected_at` is fixed (fds that
+   leaked do not come back); rate and ETA keep being refreshed.
 
 6. A second, slower test for a small leak under heavy churn, whose rise per period
    stays inside the noise of steps 1-4 but adds up over days (see `steady_rise`):
@@ -133,8 +135,8 @@ class DetectorConfig:
     """The rise must also exceed this share of the floor's range over the last period."""
     step_seconds: float = 7200.0
     """A healthy one-off step (a pool growing once) completes within this long."""
-    persist: int = 24
-    """Consecutive bucket closes on which the conditions must hold."""
+    persist: int = 36
+    """Consecutive bucket closes on which the conditions must hold (3 h)."""
     rate_points: int = 25
     """Floor points (over the last half period) behind the Theil-Sen rate."""
     ongoing_share: float = 0.25
@@ -155,8 +157,12 @@ class DetectorConfig:
     trend_quantile: float = 0.3
     """Each third is summed up by this quantile of its blocks (hours a cluster of
     bursts lifted are in the upper tail)."""
-    trend_line_gain: float = 0.0
-    """The line must fit better than the best single step by this many squared sigmas."""
+    trend_line_gain: float = 5.0
+    """A rising line (or hinge) must fit better than the best single step by this many
+    squared sigmas."""
+    trend_halves: float = 1.5
+    """...and rise across both halves (first to middle third, middle to last) by this
+    many standard errors each."""
     trend_persist: int = 3
     """Consecutive hourly evaluations on which the steady-rise test must hold."""
 
@@ -279,9 +285,13 @@ class SteadyRise:
     per_block: float
     """The line's slope, per block."""
     line_gain: float
-    """How much better a least-squares line fits than the best single step (two
-    flat levels), in squared noise sigmas: positive for a steady rise, negative for
-    a one-off step."""
+    """How much better the best hinge (flat, then a least-squares line; a plain line
+    included) fits than the best single step (two flat levels), in squared noise
+    sigmas: positive for a steady rise, from the window's start or from an onset
+    inside it; negative for a one-off step."""
+    halves: float
+    """The smaller of the rises first -> middle third and middle -> last third, in
+    standard errors: a leak rises across both, a one-off step across one only."""
 
 
 def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | None:
@@ -301,6 +311,7 @@ def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | 
     g = n // 3
     first = sorted(blocks[:g])[int(quantile * (g - 1))]
     last = sorted(blocks[n - g :])[int(quantile * (g - 1))]
+    middle = sorted(blocks[g : n - g])[int(quantile * (n - 2 * g - 1))]
     rise = last - first
     slope = rise / (n - g)
     mid = (n - 1) / 2
@@ -308,7 +319,8 @@ def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | 
     resid = [y - intercept - slope * (x - mid) for x, y in enumerate(blocks)]
     sigma = _mad_sigma(resid)
     if sigma == 0:
-        return SteadyRise(rise, math.inf if rise > 0 else 0.0, 0.0, slope, 0.0)
+        flat = 0.0 if min(middle - first, last - middle) <= 0 else math.inf
+        return SteadyRise(rise, math.inf if rise > 0 else 0.0, 0.0, slope, 0.0, flat)
     clipped = [max(-3 * sigma, min(3 * sigma, r)) for r in resid]
     structure = max(
         (abs(_autocorrelation(clipped, k)) for k in range(4, min(30, n // 3) + 1)), default=0.0
@@ -317,23 +329,41 @@ def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | 
     # Line against step on the blocks winsorized around the robust line (so a few
     # burst-lifted blocks cannot make a step of their own).
     ys = [intercept + slope * (x - mid) + r for x, r in enumerate(clipped)]
-    line_gain = (_best_step_ssr(ys) - _line_ssr(ys)) / (sigma * sigma)
+    line_gain = (_best_step_ssr(ys) - _best_hinge_ssr(ys)) / (sigma * sigma)
     n_eff = max(1.0, g * (1 - rho) / (1 + rho))
     # Standard error of a sample quantile: sqrt(q (1 - q)) / density at it, for
     # normal noise of this sigma; the rise is a difference of two such quantiles.
     z = _NORMAL.inv_cdf(quantile)
     se_q = sigma * math.sqrt(quantile * (1 - quantile)) / _NORMAL.pdf(z) / math.sqrt(n_eff)
-    return SteadyRise(rise, rise / (math.sqrt(2) * se_q), structure, slope, line_gain)
+    se_rise = math.sqrt(2) * se_q
+    halves = min(middle - first, last - middle) / se_rise
+    return SteadyRise(rise, rise / se_rise, structure, slope, line_gain, halves)
 
 
-def _line_ssr(ys: Sequence[float]) -> float:
-    """Residual sum of squares of the least-squares line through (i, ys[i])."""
+def _best_hinge_ssr(ys: Sequence[float], edge: int = 4) -> float:
+    """Smallest residual sum of squares of a hinge: flat, then a line from block k
+    on (k = 0 is a plain line; at least `edge` values on the slope). A leak that
+    began inside the window is a hinge; a one-off step is not. From suffix sums."""
     n = len(ys)
-    mx, my = (n - 1) / 2, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in range(n))
-    sxy = sum((x - mx) * (y - my) for x, y in enumerate(ys))
+    my = sum(ys) / n
     syy = sum((y - my) ** 2 for y in ys)
-    return syy - sxy * sxy / sxx
+    total_y = my * n
+    best = math.inf
+    sx = sxx = sy = sxy = 0.0
+    for k in range(n - 1, -1, -1):
+        y = ys[k]
+        sx, sxx, sy, sxy = sx + k, sxx + k * k, sy + y, sxy + k * y
+        m = n - k
+        if m < edge:
+            continue
+        # Regressor z_i = max(0, i - k): its sums over i >= k.
+        sz, szz, szy = sx - k * m, sxx - 2 * k * sx + k * k * m, sxy - k * sy
+        var_z = szz - sz * sz / n
+        if var_z <= 0:
+            continue
+        cov = szy - sz * total_y / n
+        best = min(best, syy - cov * cov / var_z)
+    return best
 
 
 def _best_step_ssr(ys: Sequence[float], edge: int = 4) -> float:
@@ -610,6 +640,7 @@ class LeakDetector:
             or found.structure >= c.trend_white
             or found.tstat <= c.trend_sigma
             or found.line_gain <= c.trend_line_gain
+            or found.halves <= c.trend_halves
             or found.rise <= c.min_rise
         ):
             self._trend_streak = 0

@@ -69,7 +69,7 @@ def detector_config_for(period: float, bucket: float | None = None) -> DetectorC
     }
     if bucket is not None:
         args["bucket_seconds"] = bucket
-    # `persist` counts bucket closes: keep the wall-clock time it stands for (two
+    # `persist` counts bucket closes: keep the wall-clock time it stands for (three
     # hours of a day, rescaled) when the bucket length is overridden.
     held = base.persist * base.bucket_seconds * factor
     args["persist"] = max(1, round(held / args["bucket_seconds"]))

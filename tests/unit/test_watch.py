@@ -194,8 +194,12 @@ def test_close_wait_leak_under_a_flat_total_is_found_per_kind(spawn) -> None:
         t = clock.monotonic()
         cw = min(150, int(t / 1800))
         fds = tuple(
-            Fd(fd=i, kind=FdKind.TCP, target="socket:[1]",
-               state=TcpState.CLOSE_WAIT if i < cw else TcpState.ESTAB)
+            Fd(
+                fd=i,
+                kind=FdKind.TCP,
+                target="socket:[1]",
+                state=TcpState.CLOSE_WAIT if i < cw else TcpState.ESTAB,
+            )
             for i in range(200)
         )
         return Snapshot(ref, ("svc",), Limits(4096, 4096), fds, t, "test")
@@ -220,11 +224,11 @@ def test_close_wait_leak_under_a_flat_total_is_found_per_kind(spawn) -> None:
 
 
 def test_rescaled_detector_keeps_its_persistence_in_seconds() -> None:
-    """`persist` counts buckets: overriding the bucket must not stretch it (24 buckets
-    of 0.1 s would be 2.4 s, seven times the rescaled two hours of a day)."""
+    """`persist` counts buckets: overriding the bucket must not stretch it (36 buckets
+    of 0.1 s would be 3.6 s, seven times the rescaled three hours of a day)."""
     base = DetectorConfig()
     assert detector_config_for(86400.0).persist == base.persist
     cfg = detector_config_for(4.0, bucket=0.1)
     want = base.persist * base.bucket_seconds * 4.0 / 86400.0
     assert abs(cfg.persist * cfg.bucket_seconds - want) <= cfg.bucket_seconds / 2
-    assert detector_config_for(4.0, bucket=0.15).persist == 2
+    assert detector_config_for(4.0, bucket=0.15).persist == 3  # 0.5 s / 0.15 s
