@@ -716,24 +716,34 @@ class LeakDetector:
         constant slope cancels (same change), independent noise remains with
         variance 4 sigma^2. Before that: second differences at lag L (a linear trend
         cancels, a cycle's curvature does not, so sigma is overestimated: cautious).
+
+        Then the same seasonal estimate at the longer lag `long_noise_seconds` (or
+        as long as the history allows, over the part of the last period that has
+        it), and the larger of the two: a wander of the level that reverts over
+        hours changes little in 3 h but much in 12, and it is what fooled the
+        short lag alone on bench/detect's warm-up and step classes.
         """
         c = self.config
         fl = self._level
-        lag = self._lag
         lo = bisect_left(self._bt, t - c.period_seconds)
         p = round(c.period_seconds / c.bucket_seconds)
-        if lo - p - lag >= 0 and len(fl) - lo >= 3:
-            sigma = 0.0
-            longer = round(c.long_noise_seconds / c.bucket_seconds)
-            for k in (lag, longer) if longer > lag and lo - p - longer >= 0 else (lag,):
-                diffs = [fl[i] - fl[i - k] - fl[i - p] + fl[i - p - k] for i in range(lo, len(fl))]
+        n = len(fl)
+        lag = self._lag
+        if lo - p - lag >= 0 and n - lo >= 3:
+            diffs = [fl[i] - fl[i - lag] - fl[i - p] + fl[i - p - lag] for i in range(lo, n)]
+            sigma = _mad_sigma(diffs) / 2
+        else:
+            diffs = [fl[i] - 2 * fl[i - lag] + fl[i - 2 * lag] for i in range(max(lo, 2 * lag), n)]
+            sigma = _mad_sigma(diffs) / math.sqrt(6) if len(diffs) >= 3 else 0.0
+        # The longer lag, as long as the history allows (down to the short one):
+        # seasonal differences over the part of the last period that has them.
+        k = min(round(c.long_noise_seconds / c.bucket_seconds), n - p - self._smooth)
+        if k > lag:
+            first = max(lo, p + k)
+            diffs = [fl[i] - fl[i - k] - fl[i - p] + fl[i - p - k] for i in range(first, n)]
+            if len(diffs) >= self._smooth:
                 sigma = max(sigma, _mad_sigma(diffs) / 2)
-            return sigma
-        lo = max(lo, 2 * lag)
-        diffs = [fl[i] - 2 * fl[i - lag] + fl[i - 2 * lag] for i in range(lo, len(fl))]
-        if len(diffs) < 3:
-            return 0.0
-        return _mad_sigma(diffs) / math.sqrt(6)
+        return sigma
 
     def _estimate_rate(self, t: float) -> _Rate | None:
         """Growth rate of the level (per second) with a t-statistic.

@@ -80,7 +80,9 @@ def test_step_then_slow_wander_is_not_a_leak(seed: int) -> None:
     assert loose.leak
 
 
-@pytest.mark.parametrize(("cls", "seed"), [("warmup", 8361), ("step", 5026)])
+@pytest.mark.parametrize(
+    ("cls", "seed"), [("warmup", 8361), ("step", 5026), ("warmup", 8090), ("step", 12111)]
+)
 def test_a_wander_reverting_over_hours_is_not_a_leak(cls: str, seed: int) -> None:
     """A plateau that wanders up by tens of fds for hours: at the smoothing lag (3 h)
     the noise estimate underrates it and, held for 2 h, the rise looked like a leak.
@@ -90,7 +92,7 @@ def test_a_wander_reverting_over_hours_is_not_a_leak(cls: str, seed: int) -> Non
     assert not replay(tr).leak
     bare = DetectorConfig(long_noise_seconds=0, persist=24)
     assert analyze(tr.times, tr.counts, limit=tr.limit, config=bare).leak
-    if cls == "step":  # here the longer lag alone is what holds
+    if seed != 8361:  # here the longer lag alone is what holds
         short = DetectorConfig(long_noise_seconds=0)
         assert analyze(tr.times, tr.counts, limit=tr.limit, config=short).leak
 
