@@ -37,11 +37,14 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
 4. A one-off step (a pool that grows once and stays) also raises the level above R.
    A leak keeps raising it, so the biggest single step is removed: the largest rise
    of the level's median across any split (the `step_seconds` before against the
-   `step_seconds` after). What is left of the rise must still exceed
-   max(min_rise, split_sigma * sigma, step_share * that step). A single step, sharp
-   or ramped, leaves only noise and drift; a linear leak leaves nearly all of its
-   rise; a staircase leak (fds left by each reconnect storm or error burst) leaves
-   the other steps.
+   `step_seconds` after). When a daily cycle dominates the level (its day-over-day
+   change spans less than half of what the level spans), the steps are measured on
+   that change instead: a big cycle's own climb over two hours is no step, and
+   measured on the level it had hidden slow leaks as "one-off steps". What is left
+   of the rise must still exceed max(min_rise, split_sigma * sigma, step_share * that
+   step). A single step, sharp or ramped, leaves only noise and drift; a linear leak
+   leaves nearly all of its rise; a staircase leak (fds left by each reconnect storm
+   or error burst) leaves the other steps.
 
    At a lag of k > 1 periods, a step two or three days back followed by a slow
    wander of the level can leave "the other steps" as wander alone. A leak keeps
@@ -135,6 +138,9 @@ class DetectorConfig:
     """The rise must also exceed this share of the floor's range over the last period."""
     step_seconds: float = 7200.0
     """A healthy one-off step (a pool growing once) completes within this long."""
+    seasonal_steps: bool = True
+    """Under a daily cycle, measure the biggest step on the day-over-day change, in
+    which the cycle cancels (its own rise over `step_seconds` is no step)."""
     persist: int = 36
     """Consecutive bucket closes on which the conditions must hold (3 h)."""
     rate_points: int = 25
@@ -669,11 +675,23 @@ class LeakDetector:
         # Splits whose after-window is complete: differences of the trailing medians
         # kept per bucket (med[i] = median of fl[i-w+1 .. i]), at C speed.
         jump = 0.0
-        if n - w > first:
-            jump = max(map(operator.sub, med[first + w - 1 : n], med[first - 1 : n - w]))
-        # The last w splits see only part of their after-window.
-        for k in range(max(first, n - w), n):
-            jump = max(jump, _median(fl[k:]) - med[k - 1])
+        p = round(c.period_seconds / c.bucket_seconds)
+        if c.seasonal_steps and first - w - p >= 0 and self._cyclic(p):
+            # Deseasonalized: g[i] = f[i] - f[i-P], in which a daily cycle cancels,
+            # as does a steady leak (g is flat), while a one-off step still rises
+            # by its height at its split.
+            g = [fl[i] - fl[i - p] for i in range(first - w, n)]
+            before = [_median(g[k - w : k]) for k in range(w, len(g) + 1)]  # ends at k
+            m = len(g)
+            for k in range(w, m):
+                after = before[k] if k + w <= m else _median(g[k:])
+                jump = max(jump, after - before[k - w])
+        else:
+            if n - w > first:
+                jump = max(map(operator.sub, med[first + w - 1 : n], med[first - 1 : n - w]))
+            # The last w splits see only part of their after-window.
+            for k in range(max(first, n - w), n):
+                jump = max(jump, _median(fl[k:]) - med[k - 1])
         # The current level as the median floor of the last step window, not the
         # latest floor alone: a slow wander must not pass for a second rise.
         residual = min(current, _median(fl[-w:])) - reference - jump
@@ -684,6 +702,20 @@ class LeakDetector:
             f"the rise looks like a one-off step of {jump:.0f} fds "
             f"(only {max(0.0, residual):.0f} left besides it)"
         )
+
+    def _cyclic(self, p: int) -> bool:
+        """Does a daily cycle dominate the level's moves over the last period?
+
+        Yes when the day-over-day change g[i] = f[i] - f[i-P] spans less than half
+        of what the level itself spans: the cycle cancels in g. Noise that is not
+        periodic (churn, a wander) spans more in g (a difference of two noisy values),
+        and a one-off step spans as much in both.
+        """
+        fl = self._level
+        n = len(fl)
+        day = fl[n - p :]
+        g = [fl[i] - fl[i - p] for i in range(n - p, n)]
+        return max(g) - min(g) < 0.5 * (max(day) - min(day))
 
     def _ongoing(self, rise: float, k: int) -> tuple[bool, str]:
         """Is a rise over `k` periods still going on?
