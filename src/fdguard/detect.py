@@ -67,13 +67,15 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
    the rise between the thirds stands `trend_sigma` standard errors out of the
    noise (the error computed from the residuals, with their lag-1 autocorrelation
    shrinking the effective number of hours) AND the residuals are structureless:
-   no autocorrelation above `trend_white` at lags of 4 to 30 hours. A one-off step,
-   a warm-up ramp, a daily cycle or a long sawtooth leaves a line's residuals
-   correlated over hours; only a steady rise under noise leaves white ones. Long
-   averages are what make a slow leak visible under churn whose noise is many
-   times its daily rise, and averages are why this test needs days: it complements
-   steps 1-5, it does not replace them. It must hold on `trend_persist` hourly
-   evaluations in a row.
+   no autocorrelation above `trend_white` at lags of 4 to 30 hours (a daily cycle,
+   a long sawtooth or a big step leaves a line's residuals correlated over hours)
+   AND a line, or a hinge (flat, then a line), fits better than the best single
+   step by `trend_line_gain` squared sigmas AND the floor rose across both halves
+   of the window by `trend_halves` standard errors each (a step smaller than the
+   noise passes the first two, not these). Long averages are what make a slow leak
+   visible under churn whose noise is many times its daily rise, and averages are
+   why this test needs days: it complements steps 1-5, it does not replace them. It
+   must hold on `trend_persist` hourly evaluations in a row.
 
 The growth rate comes from the day-over-day change of the level, in which a daily
 cycle cancels (see `_estimate_rate`); the ETA is (soft limit - highest count of the
