@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 import pytest
 
 PROCS = Path(__file__).parent / "procs"
+T = TypeVar("T")
 
 
 def _own_fds() -> dict[int, str]:
@@ -56,6 +58,36 @@ class Child:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+
+def wait_until(
+    what: str,
+    check: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Poll `check()` until it returns something truthy, and return that.
+
+    For state another process reaches (a restart counted, a scrape landed), where
+    there is no event to wait on: bounded by `timeout`, never a bare sleep. Errors
+    of the `ignore` types count as "not yet". On timeout the test fails, naming
+    `what` and the last value or error seen.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = check()
+        except ignore as err:
+            last = err
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}: {last!r}")
+        time.sleep(interval)
 
 
 def wait_line(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> str:

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from fdguard.exporter import WatchCollector, serve
 from fdguard.inspect import snapshot
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
 from fdguard.watch import WatchConfig, Watcher
-from tests.conftest import python_proc
+from tests.conftest import python_proc, wait_until
 
 CONTRIB = Path(__file__).parent.parent.parent / "contrib" / "prometheus"
 RULES = CONTRIB / "fdguard.rules.yml"
@@ -113,22 +112,6 @@ def _get(url: str) -> Any:
         return json.loads(resp.read())
 
 
-def _until(what: str, check: Any, timeout: float = 30.0) -> Any:
-    """Poll `check()` until it returns a truthy value (bounded): readiness, not a sleep."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as err:
-            last = err
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}: {last!r}")
-
-
 @pytest.fixture
 def exporter_on_watch(spawn) -> Iterator[tuple[int, int]]:
     zoo = spawn(["prlimit", "--nofile=40:1024", *python_proc("fdzoo.py")])
@@ -166,22 +149,29 @@ def test_real_prometheus_scrapes_the_exporter_and_evaluates_the_rules(
         with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as resp:
             return resp.status == 200
 
-    _until("prometheus to be ready", ready)
+    # Until Prometheus listens, the HTTP API refuses connections: OSError is "not yet".
+    scrape = {"ignore": (OSError,), "interval": 0.2}
+    wait_until("prometheus to be ready", ready, **scrape)
 
     def query(q: str) -> list[dict[str, Any]]:
         doc = _get(f"{base}/api/v1/query?query={urllib.parse.quote(q)}")
         return list(doc["data"]["result"])
 
-    [open_fds] = _until("process_open_fds", lambda: query(f'process_open_fds{{pid="{pid}"}}'))
+    [open_fds] = wait_until(
+        "process_open_fds", lambda: query(f'process_open_fds{{pid="{pid}"}}'), **scrape
+    )
     truth = snapshot(pid)
     assert float(open_fds["value"][1]) == truth.count
     assert open_fds["metric"]["job"] == "fdguard"
     assert open_fds["metric"]["target"] == f"pid:{pid}"
-    tcp = _until("tcp states",
-                 lambda: query(f'fdguard_tcp_sockets_by_state{{pid="{pid}",state="CLOSE-WAIT"}}'))
+    tcp = wait_until(
+        "tcp states",
+        lambda: query(f'fdguard_tcp_sockets_by_state{{pid="{pid}",state="CLOSE-WAIT"}}'),
+        **scrape,
+    )
     assert float(tcp[0]["value"][1]) >= 1
     # The recording rule, evaluated by the real Prometheus over the real scrape.
-    [ratio] = _until("the recording rule", lambda: query("fdguard:fd_usage:ratio"))
+    [ratio] = wait_until("the recording rule", lambda: query("fdguard:fd_usage:ratio"), **scrape)
     assert abs(float(ratio["value"][1]) - truth.count / 40) < 1e-9
     # fdzoo holds more than 80% of its 40-fd limit: FdUsageHigh is pending (its `for` is 5m).
     assert truth.count > 32
@@ -190,7 +180,7 @@ def test_real_prometheus_scrapes_the_exporter_and_evaluates_the_rules(
         alerts = _get(f"{base}/api/v1/alerts")["data"]["alerts"]
         return [a for a in alerts if a["labels"]["alertname"] == "FdUsageHigh"]
 
-    [alert] = _until("FdUsageHigh pending", usage_alert)
+    [alert] = wait_until("FdUsageHigh pending", usage_alert, **scrape)
     assert alert["state"] == "pending"
     assert alert["labels"]["pid"] == str(pid)
     rules = _get(f"{base}/api/v1/rules")["data"]["groups"]

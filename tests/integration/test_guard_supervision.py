@@ -7,12 +7,12 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fdguard.guard.control import send_command
+from tests.conftest import wait_until
 
 PROCS = Path(__file__).parent.parent / "procs"
 UVLOOP_SERVER = str(PROCS / "guard_uvloop_server.py")
@@ -30,15 +30,6 @@ def _status(tmp_path: Path, name: str) -> dict[str, Any]:
     ans = send_command(tmp_path / "run" / name / "control.sock", {"cmd": "status"})
     st: dict[str, Any] = ans["status"]
     return st
-
-
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _events(log: str) -> list[str]:
@@ -87,7 +78,7 @@ def test_a_crashed_worker_is_replaced(spawn: Callable[..., Any], tmp_path: Path)
         ws = _status(tmp_path, "c")["programs"]["c"]["workers"]
         return len(ws) == 1 and ws[0]["pid"] != pid and ws[0]["state"] == "ready"
 
-    _wait(replaced, 30, "a replacement worker")
+    wait_until("a replacement worker", replaced, 30)
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(timeout=30) == 0
     ev = _events(g.proc.stderr.read().decode())
@@ -102,7 +93,7 @@ def test_sighup_rolls_through_workers_one_at_a_time(spawn: Callable[..., Any],
                "--ready", "notify", "--grace", "5", "--", sys.executable, UVLOOP_SERVER)
     old = set(json.loads(g.ready)["pids"]["r"])
     g.proc.send_signal(signal.SIGHUP)
-    _wait(lambda: _status(tmp_path, "r")["programs"]["r"]["restarts"] == 3, 60, "3 restarts")
+    wait_until("3 restarts", lambda: _status(tmp_path, "r")["programs"]["r"]["restarts"] == 3, 60)
     new = {w["pid"] for w in _status(tmp_path, "r")["programs"]["r"]["workers"]
            if w["state"] == "ready"}
     assert len(new) == 3
@@ -163,8 +154,11 @@ env = {{ LEAK_EVERY = "1" }}
         c.request("GET", "/")
         assert c.getresponse().status == 200
         c.close()
-    _wait(lambda: _status(tmp_path, "iso")["programs"]["leaky"]["restarts"] >= 1, 30,
-          "the leaky program's restart")
+    wait_until(
+        "the leaky program's restart",
+        lambda: _status(tmp_path, "iso")["programs"]["leaky"]["restarts"] >= 1,
+        30,
+    )
     st = _status(tmp_path, "iso")["programs"]
     assert st["web"]["restarts"] == 0
     assert [w["pid"] for w in st["web"]["workers"]] == [web_pid]
@@ -220,8 +214,9 @@ def test_the_guard_tells_systemd_and_records_restarts_in_the_store(
         assert manager.recv(4096).startswith(b"READY=1")
         (first,) = json.loads(g.ready)["pids"]["st2"]
         send_command(tmp_path / "run" / "st2" / "control.sock", {"cmd": "restart"})
-        _wait(lambda: _status(tmp_path, "st2")["programs"]["st2"]["restarts"] == 1, 30,
-              "the restart")
+        wait_until(
+            "the restart", lambda: _status(tmp_path, "st2")["programs"]["st2"]["restarts"] == 1, 30
+        )
         g.proc.send_signal(signal.SIGTERM)
         assert manager.recv(4096) == b"STOPPING=1"
         assert g.proc.wait(timeout=30) == 0
