@@ -450,6 +450,7 @@ class LeakDetector:
         self._trend_streak = 0
         self._trend_why = ""
         self._trend_slope = 0.0  # per second, from the last steady-rise fit
+        self._trend_t = 0.0  # and its rise in standard errors
         self._by_trend = False  # the leak was declared by step 6
         self._verdict = LeakVerdict(
             leak=False,
@@ -643,6 +644,7 @@ class LeakDetector:
         found = steady_rise(blocks, c.trend_quantile)
         if found is not None:
             self._trend_slope = found.per_block / block
+            self._trend_t = found.tstat
         if (
             found is None
             or found.structure >= c.trend_white
@@ -859,6 +861,12 @@ class LeakDetector:
         tstat = 0.0 if rate is None else max(0.0, rate.tstat)
         if leak:
             confidence = 0.5 * agree + 0.5 * (1 - math.exp(-tstat / 6))
+            if self._by_trend:
+                # Declared by step 6: the daily comparison rarely agrees under churn
+                # this heavy; the steady-rise fit is the evidence.
+                held = min(1.0, self._trend_streak / self.config.trend_persist)
+                trend = 0.5 * held + 0.5 * (1 - math.exp(-max(0.0, self._trend_t) / 6))
+                confidence = max(confidence, trend)
         else:
             # Sure of "no leak" in proportion to the history seen and the absence of
             # partial evidence.

@@ -112,6 +112,7 @@ def test_a_churn_leak_too_slow_for_the_daily_comparison_is_a_steady_rise(seed: i
     assert first.detected_at is not None
     assert first.detected_at >= tr.onset
     assert "rose steadily" in first.reason
+    assert first.confidence > 0.6  # the fit's evidence, not the daily comparison's
     assert first.rate_per_hour == pytest.approx(tr.rate_per_hour, rel=1.0)
     assert first.eta_seconds is not None
     # Without it the daily comparison finds them hours to days later:
