@@ -163,19 +163,6 @@ class _State:
     denied: bool = False
 
 
-def _kind_series(
-    st: _State, by_kind: Mapping[str, int], by_tcp_state: Mapping[str, int]
-) -> dict[str, int]:
-    """The per-kind series one snapshot adds to: every kind seen, the troubled TCP
-    states, and 0 for a kind that had a detector and is gone now."""
-    series = dict(by_kind)
-    for state in TROUBLE_STATES:
-        series[f"tcp:{state.value}"] = by_tcp_state.get(state.value, 0)
-    for name in st.kind_detectors:
-        series.setdefault(name, 0)
-    return series
-
-
 def _suspicious(v: Verdict) -> bool:
     """A leak, or partial evidence: the floor already above the reference level
     (LeakVerdict's `floor`/`reference`; a detector without them is never suspicious
@@ -437,30 +424,11 @@ class Watcher:
                 else:
                     st.detector.update(t, row.count)
                     fed += 1
-            if self.config.per_kind:
-                self._resume_kinds(st, since, wall, shift)
         except UsageError:
             # Out of order (hand-edited store, clock trouble): judge from live samples.
             st.detector = self.detector_factory(soft)
-            st.kind_detectors.clear()
             return 0
         return fed
-
-    def _resume_kinds(self, st: _State, since: float, until: float, shift: float) -> None:
-        """The same for the per-kind detectors, from the stored snapshots' counts."""
-        assert self.store is not None
-        assert st.store_id is not None
-        by_time: dict[float, tuple[dict[str, int], dict[str, int]]] = {}
-        for kc in self.store.kind_counts(st.store_id):
-            if since <= kc.t <= until:
-                kinds, states = by_time.setdefault(kc.t, ({}, {}))
-                (kinds if kc.dim == "kind" else states)[kc.name] = kc.n
-        for t, (kinds, states) in sorted(by_time.items()):
-            for name, n in _kind_series(st, kinds, states).items():
-                det = st.kind_detectors.get(name)
-                if det is None:
-                    det = st.kind_detectors[name] = self.detector_factory(st.soft)
-                det.update(t + shift, n)
 
     def _sample(
         self, st: _State, n: int, mono: float, wall: float, events: list[WatchEvent]
@@ -580,7 +548,12 @@ class Watcher:
         if st.store_id is not None and self.store is not None:
             self.store.add_kind_counts(st.store_id, wall, st.by_kind, st.by_tcp_state)
         if self.config.per_kind:
-            for name, n in _kind_series(st, st.by_kind, st.by_tcp_state).items():
+            series = dict(st.by_kind)
+            for state in TROUBLE_STATES:
+                series[f"tcp:{state.value}"] = st.by_tcp_state.get(state.value, 0)
+            for name in st.kind_detectors:
+                series.setdefault(name, 0)
+            for name, n in series.items():
                 det = st.kind_detectors.get(name)
                 if det is None:
                     det = st.kind_detectors[name] = self.detector_factory(st.soft)

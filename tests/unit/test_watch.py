@@ -271,48 +271,6 @@ def test_close_wait_leak_under_a_flat_total_is_found_per_kind(spawn) -> None:
     assert w.views()[0].kind_verdicts["tcp:CLOSE-WAIT"].leak
 
 
-def test_a_restarted_watcher_resumes_the_per_kind_series_too(spawn, tmp_path: Path) -> None:
-    """The CLOSE-WAIT leak under a flat total, watched 20 h, then 10 h by a restarted
-    watcher: the stored snapshots' per-kind counts give its kind detector the day."""
-    from fdguard.model import Fd, FdKind, Limits, ProcessRef, Snapshot, TcpState
-
-    child = spawn(limited(4096))
-
-    def cw_or_estab(close_wait: bool) -> TcpState:
-        return TcpState.CLOSE_WAIT if close_wait else TcpState.ESTAB
-
-    def run(store: Store, clock: ManualClock, hours: float) -> list[WatchEvent]:
-        def snap(pid: int, ref: ProcessRef) -> Snapshot:
-            cw = min(150, int((clock.time() - 1.7e9) / 1800))  # 2 CLOSE-WAIT per hour
-            fds = tuple(
-                Fd(i, FdKind.TCP, "socket:[1]", state=cw_or_estab(i < cw)) for i in range(200)
-            )
-            return Snapshot(ref, ("svc",), Limits(4096, 4096), fds, clock.time(), "test")
-
-        events: list[WatchEvent] = []
-        Watcher(
-            TargetSet([TargetSpec(SpecKind.PID, str(child.pid))]),
-            config=WatchConfig(interval=300.0, snapshot_every=300.0, rescan_every=3600.0),
-            clock=clock,
-            store=store,
-            on_event=events.append,
-            count_fn=lambda pid: 200,
-            snapshot_fn=snap,
-        ).run(duration=hours * 3600)
-        return events
-
-    with Store(tmp_path / "fd.db") as store:
-        assert not any(
-            e.type == "verdict" for e in run(store, ManualClock(0.0, wall_offset=1.7e9), 20)
-        )
-        wall = 1.7e9 + 20 * 3600 + 600
-        events = run(store, ManualClock(5.0, wall_offset=wall - 5.0), 10)
-    kinds = [e for e in events if e.type == "verdict" and e.data["kind"] == "tcp:CLOSE-WAIT"]
-    assert kinds, "the stored per-kind counts should have let the kind detector judge"
-    assert kinds[0].data["leak"] is True
-    assert not [e for e in events if e.type == "verdict" and e.data["kind"] is None]
-
-
 def test_rescaled_detector_keeps_its_persistence_in_seconds() -> None:
     """`persist` counts buckets: overriding the bucket must not stretch it (36 buckets
     of 0.1 s would be 3.6 s, seven times the rescaled three hours of a day)."""
