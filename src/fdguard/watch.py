@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from fdguard.alerts import AlertEngine, Observation, Sink, Verdict, deliver
 from fdguard.clock import SYSTEM_CLOCK, Clock, SystemClock
 from fdguard.detect import DetectorConfig, LeakDetector
-from fdguard.errors import AccessDenied, FdguardError, NoSuchProcess, UsageError
+from fdguard.errors import AccessDenied, FdguardError, NoSuchProcess
 from fdguard.inspect import count as count_fds
 from fdguard.inspect import snapshot as take_snapshot
 from fdguard.model import TROUBLE_STATES, ProcessRef, Snapshot
@@ -94,10 +94,6 @@ class WatchConfig:
     per_kind: bool = True
     detector: DetectorConfig | None = None
     """Detector tuning; None is the detector's defaults (a day of history to judge)."""
-    resume: bool = True
-    """Feed a process's detector what the store already holds of it (an earlier
-    watch of the same PID and start time), so a restarted watcher does not start
-    blind again for a day."""
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
@@ -382,53 +378,14 @@ class Watcher:
             return  # gone (or hidden) already: the next rescan tells
         st = _State(tgt, self.detector_factory(limits.soft), soft=limits.soft, hard=limits.hard)
         st.last_limits = mono
-        data: dict[str, Any] = {"command": list(tgt.command), "soft_limit": limits.soft}
         if self.store is not None:
             st.store_id = self.store.target_id(tgt.ref, tgt.command, wall, tgt.spec.label)
-            if self.config.resume:
-                resumed = self._resume(st, limits.soft, mono, wall)
-                if resumed:
-                    data["resumed_samples"] = resumed
         self._states[tgt.ref] = st
+        data: dict[str, Any] = {"command": list(tgt.command), "soft_limit": limits.soft}
         if change.previous is not None:
             data["previous_pid"] = change.previous.ref.pid
             data["previous_start_time"] = change.previous.ref.start_time
         self._emit(events, self._event(change.type, wall, tgt, **data))
-
-    def _resume(self, st: _State, soft: int | None, mono: float, wall: float) -> int:
-        """Replay the stored samples of this very process (same PID and start time)
-        into its fresh detector; returns how many were fed.
-
-        Stored times are wall-clock, the detector runs on the monotonic clock: they
-        are shifted by the offset between the two now (a wall-clock step while the
-        watcher was down shifts the history with it, which only moves the day's
-        phase). Folded rows (max and min of a bucket) are fed as their min then their
-        max: the floor the detector judges stays what it was. The verdict itself is
-        left to the first live sample, which then reports a leak found in history
-        as a verdict change like any other.
-        """
-        assert self.store is not None
-        assert st.store_id is not None
-        cfg = self.config.detector or DetectorConfig()
-        since = wall - (cfg.lookback_periods + 0.5) * cfg.period_seconds
-        rows = self.store.samples(st.store_id, since=since, until=wall)
-        shift = mono - wall
-        fed = 0
-        try:
-            for row in rows:
-                t = row.t + shift
-                if row.step > 0 and row.min_count is not None:
-                    st.detector.update(t, row.min_count)
-                    st.detector.update(t + row.step / 2, row.count)
-                    fed += 2
-                else:
-                    st.detector.update(t, row.count)
-                    fed += 1
-        except UsageError:
-            # Out of order (hand-edited store, clock trouble): judge from live samples.
-            st.detector = self.detector_factory(soft)
-            return 0
-        return fed
 
     def _sample(
         self, st: _State, n: int, mono: float, wall: float, events: list[WatchEvent]
