@@ -17,7 +17,8 @@ onset (misses counted as never), and the median lead time left before EMFILE.
 A leaking trace ends at its EMFILE (the count reaching the soft limit); the soft
 limit is what the leak adds by then on top of the background's highest peak.
 
-Usage: python3 bench/detect/run.py [--per-class 100] [--jobs 2] [--classes a,b]
+Usage: python3 bench/detect/run.py [--per-class 100] [--jobs 2] [--classes a,b] [--first-seed N]
+       [--list] [--dt SECONDS]
 """
 
 from __future__ import annotations
@@ -103,8 +104,10 @@ class Outcome:
     eta: float | None  # fdguard's ETA at its detection
 
 
-def judge(job: tuple[str, int]) -> Outcome:
-    cls, seed = job
+def judge(job: tuple[str, int] | tuple[str, int, float]) -> Outcome:
+    cls, seed = job[0], job[1]
+    if len(job) > 2:
+        traces.DT = job[2]  # the sampling interval of this run
     tr = traces.make(cls, seed)
     at, eta = fdguard_alarm(tr)
     alarms = {
@@ -198,11 +201,16 @@ def main() -> None:
     ap.add_argument("--classes", default=",".join(traces.HEALTHY + traces.LEAKING))
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--list", action="store_true", help="list fdguard's false alarms and misses")
+    ap.add_argument(
+        "--dt",
+        type=float,
+        default=traces.DT,
+        help="seconds between samples (default 120; the traces' parameters do not change)",
+    )
     args = ap.parse_args()
     classes = args.classes.split(",")
-    jobs = [
-        (c, s) for c in classes for s in range(args.first_seed, args.first_seed + args.per_class)
-    ]
+    seeds = range(args.first_seed, args.first_seed + args.per_class)
+    jobs = [(c, s, args.dt) for c in classes for s in seeds]
     t0 = time.perf_counter()
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
@@ -220,7 +228,8 @@ def main() -> None:
                 print(f"  {o.cls}/{o.seed}" + ("" if a is None else f" alarm at {a / 3600:.1f} h"))
     print(
         f"\n{len(jobs)} traces ({args.per_class} per class, seeds {args.first_seed}.."
-        f"{args.first_seed + args.per_class - 1}), {time.perf_counter() - t0:.0f}s"
+        f"{args.first_seed + args.per_class - 1}, a sample every {args.dt:g} s), "
+        f"{time.perf_counter() - t0:.0f}s"
     )
 
 
