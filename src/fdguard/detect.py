@@ -86,6 +86,7 @@ noise with how many recent evaluations agree.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from bisect import bisect_left, bisect_right
@@ -465,6 +466,84 @@ class LeakDetector:
     def verdict(self) -> LeakVerdict:
         """The verdict after the last sample."""
         return self._verdict
+
+    # -- saving and restoring ----------------------------------------------------------
+    # A watcher that restarts would otherwise be blind for a period again. Replaying
+    # stored samples cannot stand in: the store folds old samples into per-bucket
+    # max/min, and a floor computed from minima sits below the live one. So the
+    # detector's own state is saved: plain numbers and lists, JSON-able.
+
+    _SCALARS = (
+        "_t0", "_last_t", "_n", "_bidx", "_bmin", "_bmax", "_sigma", "_sigma_at",
+        "_rate_at", "_streak", "_detected_at", "_reference", "_trend_streak",
+        "_trend_why", "_trend_slope", "_trend_t", "_by_trend",
+    )  # fmt: skip
+    _TIMES = ("_t0", "_last_t", "_sigma_at", "_rate_at", "_detected_at")
+
+    def state(self) -> dict[str, Any]:
+        """Everything the detector has learnt, as JSON-able data (see `restore`)."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in self._SCALARS}
+        out.update(
+            config=dataclasses.asdict(self.config),
+            limit=self.limit,
+            bt=self._bt,
+            bmaxs=self._bmaxs,
+            floor=self._floor,
+            floor_q=list(self._floor_q),
+            bsamples=self._bsamples,
+            floor_win=list(self._floor_win),
+            level=self._level,
+            step_med=self._step_med,
+            rate=None if self._rate is None else [self._rate.slope_per_s, self._rate.tstat],
+            agree=list(self._agree),
+            verdict=dataclasses.asdict(self._verdict),
+        )
+        return out
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any], *, shift: float = 0.0) -> LeakDetector:
+        """A detector that goes on from `state`, on a clock `shift` seconds ahead of the
+        one it was saved on (a new process's monotonic clock).
+
+        The shift is rounded to whole buckets, so buckets stay aligned (an error of
+        at most half a bucket in when things happened). The time between the save and
+        the first new sample is a gap, as if the process had not been sampled.
+
+        Raises:
+            UsageError: `state` is not one `state()` wrote, or was written with
+                another tuning.
+        """
+        try:
+            config = DetectorConfig(**state["config"])
+            det = cls(limit=state["limit"], config=config)
+            step = round(shift / config.bucket_seconds)
+            dt = step * config.bucket_seconds
+
+            def moved(x: float | None) -> float | None:
+                return None if x is None else x + dt
+
+            for name in cls._SCALARS:
+                value = state[name]
+                setattr(det, name, moved(value) if name in cls._TIMES else value)
+            if det._bidx is not None:
+                det._bidx += step
+            det._bt = [t + dt for t in state["bt"]]
+            det._bmaxs = [float(x) for x in state["bmaxs"]]
+            det._floor = [float(x) for x in state["floor"]]
+            det._floor_q = deque((t + dt, float(v)) for t, v in state["floor_q"])
+            det._bsamples = [float(x) for x in state["bsamples"]]
+            det._floor_win = deque((t + dt, [float(x) for x in v]) for t, v in state["floor_win"])
+            det._level = [float(x) for x in state["level"]]
+            det._step_med = [float(x) for x in state["step_med"]]
+            rate = state["rate"]
+            det._rate = None if rate is None else _Rate(float(rate[0]), float(rate[1]))
+            det._agree.extend(bool(x) for x in state["agree"])
+            verdict = dict(state["verdict"])
+            verdict["detected_at"] = moved(verdict["detected_at"])
+            det._verdict = LeakVerdict(**verdict)
+        except (KeyError, TypeError, ValueError) as err:
+            raise UsageError(f"not a saved detector state ({err})") from err
+        return det
 
     def update(self, t: float, count: float) -> LeakVerdict:
         """Add the sample (t seconds, count fds) and return the current verdict.

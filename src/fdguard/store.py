@@ -93,6 +93,14 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_target ON events (target_id, t);
+-- The leak detector's own state per target, so a restarted watch goes on judging
+-- (additive: a store written before it gains the table on open).
+CREATE TABLE IF NOT EXISTS detector_states (
+    target_id INTEGER PRIMARY KEY REFERENCES targets(id),
+    t REAL NOT NULL,
+    mono REAL NOT NULL,
+    state BLOB NOT NULL
+);
 """
 
 
@@ -316,6 +324,26 @@ class Store:
             except sqlite3.Error as err:
                 raise StoreError(f"store {self.path}: {err}") from err
 
+    def save_detector_states(self, rows: Iterable[tuple[int, float, float, bytes]]) -> None:
+        """Keep the latest detector state per target: (target_id, wall t, monotonic t
+        of the saving clock, state bytes) each, replacing the previous one."""
+        with self._lock, self.transaction():
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO detector_states(target_id, t, mono, state)"
+                    " VALUES (?,?,?,?)",
+                    list(rows),
+                )
+            except sqlite3.Error as err:
+                raise StoreError(f"store {self.path}: {err}") from err
+
+    def detector_state(self, target_id: int) -> tuple[float, float, bytes] | None:
+        """The latest saved detector state of a target: (wall t, monotonic t, bytes)."""
+        row = self._exec(
+            "SELECT t, mono, state FROM detector_states WHERE target_id=?", (target_id,)
+        ).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]), bytes(row[2]))
+
     def add_sample(self, target_id: int, t: float, count: int, soft_limit: int | None) -> None:
         self.add_samples([(target_id, t, count, soft_limit)])
 
@@ -467,9 +495,11 @@ class Store:
             self._exec("DELETE FROM kind_counts WHERE t < ?", (horizon,))
             self._exec("DELETE FROM alerts WHERE t < ?", (horizon,))
             self._exec("DELETE FROM events WHERE t < ?", (horizon,))
+            self._exec("DELETE FROM detector_states WHERE t < ?", (horizon,))
             self._exec(
                 "DELETE FROM targets WHERE last_seen < ? AND id NOT IN"
-                " (SELECT target_id FROM samples)",
+                " (SELECT target_id FROM samples)"
+                " AND id NOT IN (SELECT target_id FROM detector_states)",
                 (horizon,),
             )
         self._ids.clear()

@@ -17,6 +17,10 @@ Cadences (all on an injectable `Clock`, so tests run hours in milliseconds):
   restarts); an exit is noticed by the next count.
 - every `limits_every` (30 s): re-read RLIMIT_NOFILE; a change is an event and
   restarts the detector against the new limit.
+- every `state_every` (1 h) and when the loop ends: with a store, each target's
+  detector state (and its per-kind ones), so a restarted watch goes on from it for
+  the same process instead of needing another day of history. Up to an hour of a
+  day-scale detector's learning is lost on kill -9; the samples are not.
 
 Everything the loop learns is a `WatchEvent` handed to `on_event` (the CLI
 prints them; `--json` streams them) and, when a store is given, written there
@@ -28,7 +32,9 @@ runs (bench/watch_cost.py checks it over 100,000 samples).
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,7 +42,7 @@ from typing import Any, Protocol
 from fdguard.alerts import AlertEngine, Observation, Sink, Verdict, deliver
 from fdguard.clock import SYSTEM_CLOCK, Clock, SystemClock
 from fdguard.detect import DetectorConfig, LeakDetector
-from fdguard.errors import AccessDenied, FdguardError, NoSuchProcess
+from fdguard.errors import AccessDenied, FdguardError, NoSuchProcess, UsageError
 from fdguard.inspect import count as count_fds
 from fdguard.inspect import snapshot as take_snapshot
 from fdguard.model import TROUBLE_STATES, ProcessRef, Snapshot
@@ -94,6 +100,11 @@ class WatchConfig:
     per_kind: bool = True
     detector: DetectorConfig | None = None
     """Detector tuning; None is the detector's defaults (a day of history to judge)."""
+    resume: bool = True
+    """Save each target's detector state in the store every `state_every` seconds and
+    when the loop ends, and go on from it when a watch (re)starts on the same
+    process (PID and start time): a restarted watcher is not blind for a day."""
+    state_every: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
@@ -236,6 +247,9 @@ class Watcher:
         self._views_round = -1
         self.rounds = 0
         self.samples = 0
+        # Saved states are LeakDetector states: a custom factory's detectors are not.
+        self._saves_states = detector_factory is None and self.config.resume
+        self._last_state_save: float | None = None
 
     # -- public ------------------------------------------------------------------
 
@@ -275,6 +289,19 @@ class Watcher:
             # Called again right after returning: keep the grid, no double sample.
             self.clock.sleep(self._last_step + interval - start)
             start = self.clock.monotonic()
+        try:
+            self._run(start, interval, max_rounds, duration, until)
+        finally:
+            self.save_states()
+
+    def _run(
+        self,
+        start: float,
+        interval: float,
+        max_rounds: int | None,
+        duration: float | None,
+        until: Callable[[], bool] | None,
+    ) -> None:
         tick = 0
         done = 0
         while not self._stop.is_set():
@@ -315,7 +342,63 @@ class Watcher:
             cfg = self.config
             self.store.retain(wall, raw_for=cfg.raw_for, keep_for=cfg.keep_for, bucket=cfg.bucket)
             self.store.enforce_size()
+        if self._last_state_save is None:
+            self._last_state_save = mono
+        elif mono - self._last_state_save >= self.config.state_every:
+            self.save_states()
         return events
+
+    def save_states(self) -> int:
+        """Save every target's detector state (with its per-kind ones) in the store;
+        returns how many. A no-op without a store, with `resume` off, or with a
+        custom detector factory."""
+        if self.store is None or not self._saves_states:
+            return 0
+        mono, wall = self.clock.monotonic(), self.clock.time()
+        self._last_state_save = mono
+        rows: list[tuple[int, float, float, bytes]] = []
+        with self._lock:
+            for st in self._states.values():
+                if st.store_id is None or not isinstance(st.detector, LeakDetector):
+                    continue
+                kinds = {
+                    name: det.state()
+                    for name, det in st.kind_detectors.items()
+                    if isinstance(det, LeakDetector)
+                }
+                doc = {"total": st.detector.state(), "kinds": kinds}
+                rows.append((st.store_id, wall, mono, zlib.compress(json.dumps(doc).encode())))
+        if rows:
+            self.store.save_detector_states(rows)
+        return len(rows)
+
+    def _resume(self, st: _State, soft: int | None, mono: float, wall: float) -> float | None:
+        """Go on from the detector state saved for this very process; returns the wall
+        time it was saved at, or None (nothing saved, saved with another tuning, or
+        unreadable: then the detector starts fresh, as it would have anyway)."""
+        assert self.store is not None
+        assert st.store_id is not None
+        saved = self.store.detector_state(st.store_id)
+        if saved is None or saved[0] > wall:
+            return None
+        saved_wall, saved_mono, blob = saved
+        # Same wall-clock moment on both monotonic clocks: the old one ran
+        # (saved_mono - saved_wall) ahead of wall time, this one (mono - wall).
+        shift = (mono - wall) - (saved_mono - saved_wall)
+        want = self.config.detector or DetectorConfig()
+        try:
+            doc = json.loads(zlib.decompress(blob))
+            total = LeakDetector.restore(doc["total"], shift=shift)
+            kinds = {name: LeakDetector.restore(s, shift=shift) for name, s in doc["kinds"].items()}
+        except (UsageError, ValueError, KeyError, TypeError, AttributeError, zlib.error):
+            return None
+        if total.config != want or any(k.config != want for k in kinds.values()):
+            return None
+        for det in (total, *kinds.values()):
+            det.limit = soft
+        st.detector = total
+        st.kind_detectors = dict(kinds)
+        return saved_wall
 
     # -- the round ------------------------------------------------------------------
 
@@ -378,10 +461,16 @@ class Watcher:
             return  # gone (or hidden) already: the next rescan tells
         st = _State(tgt, self.detector_factory(limits.soft), soft=limits.soft, hard=limits.hard)
         st.last_limits = mono
+        data: dict[str, Any] = {"command": list(tgt.command), "soft_limit": limits.soft}
         if self.store is not None:
             st.store_id = self.store.target_id(tgt.ref, tgt.command, wall, tgt.spec.label)
+            if self._saves_states:
+                resumed = self._resume(st, limits.soft, mono, wall)
+                if resumed is not None:
+                    # The verdict itself is left to the first live sample, which reports
+                    # a leak found before the restart as a verdict change like any other.
+                    data["resumed_from"] = resumed
         self._states[tgt.ref] = st
-        data: dict[str, Any] = {"command": list(tgt.command), "soft_limit": limits.soft}
         if change.previous is not None:
             data["previous_pid"] = change.previous.ref.pid
             data["previous_start_time"] = change.previous.ref.start_time

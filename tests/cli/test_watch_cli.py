@@ -64,6 +64,26 @@ def test_watch_json_streams_events_and_records_history(spawn, tmp_path: Path) ->
     assert len(data) > 10_000
 
 
+def test_a_second_watch_goes_on_from_the_saved_detector_unless_told_not_to(
+    spawn, tmp_path: Path
+) -> None:
+    child = spawn(IDLE)
+    db = tmp_path / "fd.db"
+    args = ["watch", "--pid", str(child.pid), "--rounds", "3", "--interval", "0.05",
+            "--json", "--store", str(db)]  # fmt: skip
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "resumed_from" not in _lines(first.stdout)[0]
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    start = _lines(second.stdout)[0]
+    assert start["type"] == "start"
+    assert start["resumed_from"] <= start["t"]  # saved when the first watch ended
+    third = CliRunner().invoke(cli, [*args, "--no-resume"])
+    assert third.exit_code == 0, third.output
+    assert "resumed_from" not in _lines(third.stdout)[0]
+
+
 def test_watch_alert_reaches_a_command(spawn, tmp_path: Path) -> None:
     child = spawn(["prlimit", "--nofile=100:100", *IDLE])
     out = tmp_path / "alert.json"

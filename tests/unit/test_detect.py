@@ -229,3 +229,31 @@ def test_a_one_off_step_under_heavy_churn_is_not_a_steady_rise(seed: int) -> Non
     loose = DetectorConfig(trend_line_gain=-math.inf, trend_halves=-math.inf)
     stepped = _replay(_churn(random.Random(seed), pool), 5, loose)
     assert stepped.leak  # without the line-vs-step and halves tests it would fire
+
+
+def test_a_restored_detector_goes_on_exactly_as_one_never_stopped() -> None:
+    """Saved after 25 h (through JSON), restored on a clock 1.5e6 s ahead: fed the rest
+    of the series on that clock, it declares the leak at the same moment, shifted, with
+    the same rate, as the detector that saw the whole series."""
+    rng = random.Random(5)
+    series = [(i * 60.0, 300 + i / 30 + rng.gauss(0, 5)) for i in range(72 * 60)]
+    whole = LeakDetector(limit=2000)
+    for t, c in series:
+        whole.update(t, c)
+    first = LeakDetector(limit=2000)
+    for t, c in series[: 25 * 60]:
+        first.update(t, c)
+    assert not first.verdict.leak
+    shift = 5000 * 300.0  # whole buckets
+    resumed = LeakDetector.restore(json.loads(json.dumps(first.state())), shift=shift)
+    v = resumed.verdict
+    for t, c in series[25 * 60 :]:
+        v = resumed.update(t + shift, c)
+    assert whole.verdict.leak
+    assert whole.verdict.detected_at is not None
+    assert v.detected_at == whole.verdict.detected_at + shift
+    assert v.rate_per_hour == whole.verdict.rate_per_hour
+    assert v.reason == whole.verdict.reason
+    assert v.samples == whole.verdict.samples
+    with pytest.raises(UsageError, match="saved detector state"):
+        LeakDetector.restore({"config": {}})

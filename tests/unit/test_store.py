@@ -94,6 +94,19 @@ def test_retention_downsamples_to_bucket_max_and_drops_beyond_horizon(store: Sto
     assert min(r.t for r in store.samples(a)) >= 130.0 - 60.0
 
 
+def test_detector_state_is_kept_latest_per_target_and_expires(store: Store) -> None:
+    a = store.target_id(ProcessRef(1, 1), ("x",), 0.0)
+    b = store.target_id(ProcessRef(2, 2), ("y",), 0.0)
+    assert store.detector_state(a) is None
+    store.save_detector_states([(a, 10.0, 5.0, b"one"), (b, 10.0, 5.0, b"bee")])
+    store.save_detector_states([(a, 20.0, 15.0, b"two")])
+    assert store.detector_state(a) == (20.0, 15.0, b"two")
+    assert store.detector_state(b) == (10.0, 5.0, b"bee")
+    store.retain(now=100015.0, raw_for=0.0, keep_for=100000.0)
+    assert store.detector_state(b) is None  # saved before the horizon
+    assert store.detector_state(a) == (20.0, 15.0, b"two")
+
+
 def test_size_is_bounded_oldest_first(store: Store) -> None:
     a = store.target_id(ProcessRef(1, 1), ("x",), 0.0)
     for chunk in range(20):

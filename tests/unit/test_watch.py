@@ -97,6 +97,54 @@ def test_slow_leak_is_found_alerted_and_snapshotted(spawn) -> None:
     assert abs(v.eta_seconds - (4096 - level - 9) / 30 * 3600) < 0.3 * v.eta_seconds
 
 
+def _watch_hours(
+    pid: int, store: Store, clock: ManualClock, hours: float, *, resume: bool = True
+) -> list[WatchEvent]:
+    """Watch `pid` for `hours` on `clock`, its count a 30 fd/h leak by wall time."""
+    events: list[WatchEvent] = []
+
+    def leaking_count(_pid: int) -> int:
+        t = clock.time() - 1.7e9
+        return 40 + int(t / 120) + int(t * 7919) % 10
+
+    w = Watcher(
+        TargetSet([TargetSpec(SpecKind.PID, str(pid))]),
+        config=WatchConfig(interval=60.0, snapshot_every=6 * 3600.0, resume=resume),
+        clock=clock,
+        store=store,
+        on_event=events.append,
+        count_fn=leaking_count,
+    )
+    w.run(duration=hours * 3600)
+    return events
+
+
+def test_a_restarted_watcher_judges_with_the_stored_history(spawn, tmp_path: Path) -> None:
+    """20 h of a leak watched, the watcher restarted (a new monotonic clock), 8 h more:
+    going on from the detector state saved when the first run ended, it has a day of
+    history and finds the leak; judging from live samples only, 8 h are not enough."""
+    child = spawn(limited(4096))
+    with Store(tmp_path / "fd.db") as store:
+        first = _watch_hours(child.pid, store, ManualClock(0.0, wall_offset=1.7e9), 20)
+        assert not any(e.type == "verdict" for e in first)
+        # Restarted 10 minutes later, on a monotonic clock that starts elsewhere.
+        wall = 1.7e9 + 20 * 3600 + 600
+        events = _watch_hours(child.pid, store, ManualClock(5.0, wall_offset=wall - 5.0), 8)
+        [start] = [e for e in events if e.type == "start"]
+        assert start.data["resumed_from"] == 1.7e9 + 20 * 3600  # saved as the first run ended
+        leaks = [e for e in events if e.type == "verdict" and e.data["kind"] is None]
+        assert leaks, "the stored history should have let the detector judge"
+        assert leaks[0].data["leak"] is True
+        assert 20 <= leaks[0].data["rate_per_hour"] <= 40
+    with Store(tmp_path / "fresh.db") as store:
+        _watch_hours(child.pid, store, ManualClock(0.0, wall_offset=1.7e9), 20)
+        wall = 1.7e9 + 20 * 3600 + 600
+        clock = ManualClock(5.0, wall_offset=wall - 5.0)
+        events = _watch_hours(child.pid, store, clock, 8, resume=False)
+        assert not any(e.type == "verdict" for e in events)
+        assert "resumed_from" not in next(e for e in events if e.type == "start").data
+
+
 def test_steady_churn_raises_nothing(spawn) -> None:
     child = spawn(limited(1024))
     clock = ManualClock(start=0.0)
@@ -221,6 +269,48 @@ def test_close_wait_leak_under_a_flat_total_is_found_per_kind(spawn) -> None:
     assert kinds[0].data["leak"] is True
     assert 1.0 <= kinds[0].data["rate_per_hour"] <= 3.0
     assert w.views()[0].kind_verdicts["tcp:CLOSE-WAIT"].leak
+
+
+def test_a_restarted_watcher_resumes_the_per_kind_series_too(spawn, tmp_path: Path) -> None:
+    """The CLOSE-WAIT leak under a flat total, watched 20 h, then 10 h by a restarted
+    watcher: the saved per-kind detector states give its kind detector the day."""
+    from fdguard.model import Fd, FdKind, Limits, ProcessRef, Snapshot, TcpState
+
+    child = spawn(limited(4096))
+
+    def cw_or_estab(close_wait: bool) -> TcpState:
+        return TcpState.CLOSE_WAIT if close_wait else TcpState.ESTAB
+
+    def run(store: Store, clock: ManualClock, hours: float) -> list[WatchEvent]:
+        def snap(pid: int, ref: ProcessRef) -> Snapshot:
+            cw = min(150, int((clock.time() - 1.7e9) / 1800))  # 2 CLOSE-WAIT per hour
+            fds = tuple(
+                Fd(i, FdKind.TCP, "socket:[1]", state=cw_or_estab(i < cw)) for i in range(200)
+            )
+            return Snapshot(ref, ("svc",), Limits(4096, 4096), fds, clock.time(), "test")
+
+        events: list[WatchEvent] = []
+        Watcher(
+            TargetSet([TargetSpec(SpecKind.PID, str(child.pid))]),
+            config=WatchConfig(interval=300.0, snapshot_every=300.0, rescan_every=3600.0),
+            clock=clock,
+            store=store,
+            on_event=events.append,
+            count_fn=lambda pid: 200,
+            snapshot_fn=snap,
+        ).run(duration=hours * 3600)
+        return events
+
+    with Store(tmp_path / "fd.db") as store:
+        assert not any(
+            e.type == "verdict" for e in run(store, ManualClock(0.0, wall_offset=1.7e9), 20)
+        )
+        wall = 1.7e9 + 20 * 3600 + 600
+        events = run(store, ManualClock(5.0, wall_offset=wall - 5.0), 10)
+    kinds = [e for e in events if e.type == "verdict" and e.data["kind"] == "tcp:CLOSE-WAIT"]
+    assert kinds, "the stored per-kind counts should have let the kind detector judge"
+    assert kinds[0].data["leak"] is True
+    assert not [e for e in events if e.type == "verdict" and e.data["kind"] is None]
 
 
 def test_rescaled_detector_keeps_its_persistence_in_seconds() -> None:

@@ -54,6 +54,7 @@ def export(
     specs: tuple[str, ...],
     store_path: Path | None,
     no_store: bool,
+    no_resume: bool,
     store_max_mb: int,
     interval: float,
     snapshot_every: float,
@@ -81,7 +82,9 @@ def export(
         store = open_store(store_path, no_store, store_max_mb)
         watcher = Watcher(
             TargetSet(target_specs),
-            config=watch_config(interval, snapshot_every, rescan_every, period),
+            config=watch_config(
+                interval, snapshot_every, rescan_every, period, resume=not no_resume
+            ),
             store=store,
             alerts=build_alerts(0.8, 60.0, 3600.0),
         )

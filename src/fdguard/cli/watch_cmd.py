@@ -75,6 +75,12 @@ def target_options(f: F) -> F:
         ),
         click.option("--no-store", is_flag=True, help="Record nothing on disk."),
         click.option(
+            "--no-resume",
+            is_flag=True,
+            help="Judge from live samples only; by default a process the store already "
+            "holds (same PID and start time) goes on from its saved detector state.",
+        ),
+        click.option(
             "--store-max-mb",
             type=click.IntRange(min=1),
             default=256,
@@ -181,7 +187,12 @@ def exited(launched: LaunchedProcess | None) -> Callable[[], bool] | None:
 
 
 def watch_config(
-    interval: float, snapshot_every: float, rescan_every: float, period: float
+    interval: float,
+    snapshot_every: float,
+    rescan_every: float,
+    period: float,
+    *,
+    resume: bool = True,
 ) -> WatchConfig:
     """The loop's cadences from `target_options`."""
     return WatchConfig(
@@ -189,6 +200,7 @@ def watch_config(
         snapshot_every=snapshot_every,
         rescan_every=rescan_every,
         detector=detector_config(period, interval),
+        resume=resume,
     )
 
 
@@ -347,6 +359,7 @@ def watch(
     specs: tuple[str, ...],
     store_path: Path | None,
     no_store: bool,
+    no_resume: bool,
     store_max_mb: int,
     interval: float,
     snapshot_every: float,
@@ -403,7 +416,9 @@ def watch(
 
         watcher = Watcher(
             TargetSet(target_specs),
-            config=watch_config(interval, snapshot_every, rescan_every, period),
+            config=watch_config(
+                interval, snapshot_every, rescan_every, period, resume=not no_resume
+            ),
             store=store,
             alerts=build_alerts(threshold, rate_alert, eta_horizon),
             sinks=sinks,
