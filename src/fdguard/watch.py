@@ -31,6 +31,7 @@ runs (bench/watch_cost.py checks it over 100,000 samples).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -291,8 +292,11 @@ class Watcher:
             start = self.clock.monotonic()
         try:
             self._run(start, interval, max_rounds, duration, until)
-        finally:
-            self.save_states()
+        except BaseException:
+            with contextlib.suppress(FdguardError):  # never mask what stopped the loop
+                self.save_states()
+            raise
+        self.save_states()
 
     def _run(
         self,
