@@ -17,10 +17,11 @@ Cadences (all on an injectable `Clock`, so tests run hours in milliseconds):
   restarts); an exit is noticed by the next count.
 - every `limits_every` (30 s): re-read RLIMIT_NOFILE; a change is an event and
   restarts the detector against the new limit.
-- every `state_every` (1 h) and when the loop ends: with a store, each target's
-  detector state (and its per-kind ones), so a restarted watch goes on from it for
-  the same process instead of needing another day of history. Up to an hour of a
-  day-scale detector's learning is lost on kill -9; the samples are not.
+- every `state_every` (1 h), and by `save_states()` when the watch ends: with a
+  store, each target's detector state (and its per-kind ones), so a restarted
+  watch goes on from it for the same process instead of needing another day of
+  history. Up to an hour of a day-scale detector's learning is lost on kill -9;
+  the samples are not.
 
 Everything the loop learns is a `WatchEvent` handed to `on_event` (the CLI
 prints them; `--json` streams them) and, when a store is given, written there
@@ -31,9 +32,9 @@ runs (bench/watch_cost.py checks it over 100,000 samples).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
+import math
 import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -167,6 +168,7 @@ class _State:
     kind_verdicts: dict[str, Verdict] = field(default_factory=dict)
     last_snapshot: float | None = None
     last_limits: float = 0.0
+    saved_at: float = 0.0  # when its detector state was last saved (monotonic)
     samples: int = 0
     denied: bool = False
 
@@ -250,7 +252,6 @@ class Watcher:
         self.samples = 0
         # Saved states are LeakDetector states: a custom factory's detectors are not.
         self._saves_states = detector_factory is None and self.config.resume
-        self._last_state_save: float | None = None
 
     # -- public ------------------------------------------------------------------
 
@@ -290,22 +291,6 @@ class Watcher:
             # Called again right after returning: keep the grid, no double sample.
             self.clock.sleep(self._last_step + interval - start)
             start = self.clock.monotonic()
-        try:
-            self._run(start, interval, max_rounds, duration, until)
-        except BaseException:
-            with contextlib.suppress(FdguardError):  # never mask what stopped the loop
-                self.save_states()
-            raise
-        self.save_states()
-
-    def _run(
-        self,
-        start: float,
-        interval: float,
-        max_rounds: int | None,
-        duration: float | None,
-        until: Callable[[], bool] | None,
-    ) -> None:
         tick = 0
         done = 0
         while not self._stop.is_set():
@@ -346,23 +331,31 @@ class Watcher:
             cfg = self.config
             self.store.retain(wall, raw_for=cfg.raw_for, keep_for=cfg.keep_for, bucket=cfg.bucket)
             self.store.enforce_size()
-        if self._last_state_save is None:
-            self._last_state_save = mono
-        elif mono - self._last_state_save >= self.config.state_every:
-            self.save_states()
+        if self.store is not None and self._saves_states:
+            self._save_due_states(mono)
         return events
 
-    def save_states(self) -> int:
-        """Save every target's detector state (with its per-kind ones) in the store;
-        returns how many. A no-op without a store, with `resume` off, or with a
-        custom detector factory."""
+    def _save_due_states(self, mono: float) -> None:
+        """Save the states that are `state_every` old, a few targets a round: saving a
+        thousand at once (15 ms each after days at 1 Hz) would stall the loop."""
+        every = self.config.state_every
+        due = [st for st in self._states.values() if mono - st.saved_at >= every]
+        if due:
+            share = len(self._states) * self.config.interval / every
+            self.save_states(due[: 2 * math.ceil(share)])
+
+    def save_states(self, states: Sequence[_State] | None = None) -> int:
+        """Save the detector states (with their per-kind ones) of `states`, or of every
+        target, in the store; returns how many. `step` keeps each one at most
+        `state_every` old; call this once more when the watch ends (the CLI does), not
+        after every `run`, which may be one round. A no-op without a store, with
+        `resume` off, or with a custom detector factory."""
         if self.store is None or not self._saves_states:
             return 0
         mono, wall = self.clock.monotonic(), self.clock.time()
-        self._last_state_save = mono
         rows: list[tuple[int, float, float, bytes]] = []
         with self._lock:
-            for st in self._states.values():
+            for st in self._states.values() if states is None else states:
                 if st.store_id is None or not isinstance(st.detector, LeakDetector):
                     continue
                 kinds = {
@@ -372,6 +365,7 @@ class Watcher:
                 }
                 doc = {"total": st.detector.state(), "kinds": kinds}
                 rows.append((st.store_id, wall, mono, zlib.compress(json.dumps(doc).encode())))
+                st.saved_at = mono
         if rows:
             self.store.save_detector_states(rows)
         return len(rows)
@@ -464,7 +458,7 @@ class Watcher:
         except FdguardError:
             return  # gone (or hidden) already: the next rescan tells
         st = _State(tgt, self.detector_factory(limits.soft), soft=limits.soft, hard=limits.hard)
-        st.last_limits = mono
+        st.last_limits = st.saved_at = mono
         data: dict[str, Any] = {"command": list(tgt.command), "soft_limit": limits.soft}
         if self.store is not None:
             st.store_id = self.store.target_id(tgt.ref, tgt.command, wall, tgt.spec.label)

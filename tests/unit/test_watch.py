@@ -116,6 +116,7 @@ def _watch_hours(
         count_fn=leaking_count,
     )
     w.run(duration=hours * 3600)
+    w.save_states()  # as the CLI does when a watch ends
     return events
 
 
@@ -143,6 +144,32 @@ def test_a_restarted_watcher_judges_with_the_stored_history(spawn, tmp_path: Pat
         events = _watch_hours(child.pid, store, clock, 8, resume=False)
         assert not any(e.type == "verdict" for e in events)
         assert "resumed_from" not in next(e for e in events if e.type == "start").data
+
+
+def test_detector_states_are_saved_every_state_every_while_watching(
+    spawn, tmp_path: Path
+) -> None:
+    children = [spawn(SLEEPER) for _ in range(3)]
+    clock = ManualClock(0.0, wall_offset=1.7e9)
+    with Store(tmp_path / "fd.db") as store:
+        w = Watcher(
+            TargetSet([TargetSpec(SpecKind.PID, str(c.pid)) for c in children]),
+            config=WatchConfig(interval=60.0, state_every=600.0),
+            clock=clock,
+            store=store,
+        )
+        w.run(duration=9 * 60)
+        ids = [t.id for t in store.targets()]
+        assert len(ids) == 3
+        assert all(store.detector_state(i) is None for i in ids)  # none 10 minutes old yet
+        w.run(duration=2 * 60)  # no save_states() at the end: only the periodic saves
+        saved = [store.detector_state(i) for i in ids]
+        assert all(s is not None for s in saved)
+        # Spread over rounds (at most 2 * ceil(3 * 60 / 600) = 2 a round), each within
+        # a round or two of turning 10 minutes old.
+        times = sorted(s[0] - 1.7e9 for s in saved if s is not None)
+        assert times[0] >= 600.0
+        assert times[-1] <= 720.0
 
 
 def test_steady_churn_raises_nothing(spawn) -> None:
@@ -290,7 +317,7 @@ def test_a_restarted_watcher_resumes_the_per_kind_series_too(spawn, tmp_path: Pa
             return Snapshot(ref, ("svc",), Limits(4096, 4096), fds, clock.time(), "test")
 
         events: list[WatchEvent] = []
-        Watcher(
+        w = Watcher(
             TargetSet([TargetSpec(SpecKind.PID, str(child.pid))]),
             config=WatchConfig(interval=300.0, snapshot_every=300.0, rescan_every=3600.0),
             clock=clock,
@@ -298,7 +325,9 @@ def test_a_restarted_watcher_resumes_the_per_kind_series_too(spawn, tmp_path: Pa
             on_event=events.append,
             count_fn=lambda pid: 200,
             snapshot_fn=snap,
-        ).run(duration=hours * 3600)
+        )
+        w.run(duration=hours * 3600)
+        w.save_states()
         return events
 
     with Store(tmp_path / "fd.db") as store:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -14,7 +15,7 @@ from fdguard.cli.watch_cmd import (
     target_options,
     watch_config,
 )
-from fdguard.errors import UsageError
+from fdguard.errors import FdguardError, UsageError
 from fdguard.exporter import DEFAULT_HOST, DEFAULT_PORT, WatchCollector, serve
 from fdguard.targets import TargetSet
 from fdguard.watch import Watcher
@@ -77,6 +78,7 @@ def export(
         pids, names, cmdlines, pidfiles, cgroups, specs, command, verb="export"
     )
     store = None
+    watcher: Watcher | None = None
     server = None
     try:
         store = open_store(store_path, no_store, store_max_mb)
@@ -102,4 +104,9 @@ def export(
         if launched is not None:
             launched.stop()
         if store is not None:
+            if watcher is not None:
+                # The detectors' state, for a restarted watch to go on from; losing it
+                # costs a day of history, not a sample, so it never masks an error.
+                with contextlib.suppress(FdguardError):
+                    watcher.save_states()
             store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from fdguard.alerts import (
 )
 from fdguard.cli.render import console, echo_json
 from fdguard.detect import DetectorConfig
-from fdguard.errors import LeakDetected, NoSuchProcess, UsageError
+from fdguard.errors import FdguardError, LeakDetected, NoSuchProcess, UsageError
 from fdguard.store import Store, default_path
 from fdguard.targets import LaunchedProcess, SpecKind, TargetSet, TargetSpec
 from fdguard.watch import TargetView, WatchConfig, Watcher, WatchEvent, detector_config_for
@@ -390,6 +391,7 @@ def watch(
         pids, names, cmdlines, pidfiles, cgroups, specs, command, verb="watch"
     )
     store = None
+    watcher: Watcher | None = None
     try:
         store = open_store(store_path, no_store, store_max_mb)
         sinks: list[Sink] = [WebhookSink(u) for u in webhooks]
@@ -443,5 +445,10 @@ def watch(
         if launched is not None:
             launched.stop()
         if store is not None:
+            if watcher is not None:
+                # The detectors' state, for a restarted watch to go on from; losing it
+                # costs a day of history, not a sample, so it never masks an error.
+                with contextlib.suppress(FdguardError):
+                    watcher.save_states()
             store.close()
         sys.stdout.flush()
