@@ -12,6 +12,7 @@ from fdguard.cli.watch_cmd import (
     exited,
     open_store,
     resolve_targets,
+    stop_on_sigterm,
     target_options,
     watch_config,
 )
@@ -97,7 +98,8 @@ def export(
         except OSError as err:
             raise UsageError(f"cannot listen on {host}:{port}: {err.strerror}") from err
         click.echo(f"serving http://{server.host}:{server.port}/metrics", err=True)
-        watcher.run(max_rounds=rounds, duration=duration, until=exited(launched))
+        with stop_on_sigterm(watcher):
+            watcher.run(max_rounds=rounds, duration=duration, until=exited(launched))
     finally:
         if server is not None:
             server.close()

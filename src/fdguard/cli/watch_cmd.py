@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -178,6 +180,22 @@ def resolve_targets(
     if launched is not None:
         target_specs.append(launched.spec)
     return target_specs, launched
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(watcher: Watcher) -> Iterator[None]:
+    """SIGTERM (how systemd stops a service) ends the watch the clean way: the loop
+    returns and the detectors' state is saved for the next watch. The previous
+    handler is put back after; off the main thread, where Python cannot handle
+    signals, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: watcher.stop())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def exited(launched: LaunchedProcess | None) -> Callable[[], bool] | None:
@@ -427,7 +445,10 @@ def watch(
             on_event=on_event,
         )
         if live_view:
-            with Live(live_table(()), console=console(), auto_refresh=False) as live:
+            with (
+                Live(live_table(()), console=console(), auto_refresh=False) as live,
+                stop_on_sigterm(watcher),
+            ):
 
                 def refresh() -> bool:
                     live.update(live_table(watcher.views()), refresh=True)
@@ -435,7 +456,8 @@ def watch(
 
                 watcher.run(max_rounds=rounds, duration=duration, until=refresh)
         else:
-            watcher.run(max_rounds=rounds, duration=duration, until=exited(launched))
+            with stop_on_sigterm(watcher):
+                watcher.run(max_rounds=rounds, duration=duration, until=exited(launched))
         if watcher.samples == 0 and watcher.finished and launched is None:
             # Only PID targets can be "finished" before a single sample: they were gone.
             raise NoSuchProcess(int(target_specs[0].value), "nothing to watch")
