@@ -107,10 +107,13 @@ class WatchConfig:
     when the loop ends, and go on from it when a watch (re)starts on the same
     process (PID and start time): a restarted watcher is not blind for a day."""
     state_every: float = 3600.0
+    """Seconds between two saves of one target's detector state (spread over rounds)."""
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
             raise ValueError("interval must be positive")
+        if self.state_every <= 0:
+            raise ValueError("state_every must be positive")
 
 
 @dataclass(frozen=True, slots=True)
