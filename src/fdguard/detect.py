@@ -91,7 +91,7 @@ import math
 import operator
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from statistics import NormalDist
@@ -268,6 +268,12 @@ def _median(values: Sequence[float]) -> float:
     return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])
 
 
+def _quantile(values: Iterable[float], q: float) -> float:
+    """The sample at rank q * (n - 1), rounded down (no interpolation)."""
+    s = sorted(values)
+    return s[int(q * (len(s) - 1))]
+
+
 def _mad_sigma(values: Sequence[float]) -> float:
     """Robust standard deviation: 1.4826 * median absolute deviation."""
     med = _median(values)
@@ -318,9 +324,9 @@ def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | 
     if n < 12:
         return None
     g = n // 3
-    first = sorted(blocks[:g])[int(quantile * (g - 1))]
-    last = sorted(blocks[n - g :])[int(quantile * (g - 1))]
-    middle = sorted(blocks[g : n - g])[int(quantile * (n - 2 * g - 1))]
+    first = _quantile(blocks[:g], quantile)
+    last = _quantile(blocks[n - g :], quantile)
+    middle = _quantile(blocks[g : n - g], quantile)
     rise = last - first
     slope = rise / (n - g)
     mid = (n - 1) / 2
@@ -595,8 +601,7 @@ class LeakDetector:
             win.append((bt, self._bsamples))
             while win[0][0] <= bt - c.floor_seconds:
                 win.popleft()
-            vals = sorted(chain.from_iterable(s for _, s in win))
-            self._floor.append(vals[int(c.floor_quantile * (len(vals) - 1))])
+            self._floor.append(_quantile(chain.from_iterable(s for _, s in win), c.floor_quantile))
         else:
             self._floor.append(q[0][1])
         self._level.append(_median(self._floor[-self._smooth :]))
@@ -844,9 +849,13 @@ class LeakDetector:
         p = round(c.period_seconds / c.bucket_seconds)
         n = len(fl)
         lag = self._lag
+
+        def seasonal(k: int, first: int) -> list[float]:
+            """The change over k buckets minus the same change one period earlier."""
+            return [fl[i] - fl[i - k] - fl[i - p] + fl[i - p - k] for i in range(first, n)]
+
         if lo - p - lag >= 0 and n - lo >= 3:
-            diffs = [fl[i] - fl[i - lag] - fl[i - p] + fl[i - p - lag] for i in range(lo, n)]
-            sigma = _mad_sigma(diffs) / 2
+            sigma = _mad_sigma(seasonal(lag, lo)) / 2
         else:
             diffs = [fl[i] - 2 * fl[i - lag] + fl[i - 2 * lag] for i in range(max(lo, 2 * lag), n)]
             sigma = _mad_sigma(diffs) / math.sqrt(6) if len(diffs) >= 3 else 0.0
@@ -854,8 +863,7 @@ class LeakDetector:
         # seasonal differences over the part of the last period that has them.
         k = min(round(c.long_noise_seconds / c.bucket_seconds), n - p - self._smooth)
         if k > lag:
-            first = max(lo, p + k)
-            diffs = [fl[i] - fl[i - k] - fl[i - p] + fl[i - p - k] for i in range(first, n)]
+            diffs = seasonal(k, max(lo, p + k))
             if len(diffs) >= self._smooth:
                 sigma = max(sigma, _mad_sigma(diffs) / 2)
         return sigma

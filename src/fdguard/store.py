@@ -327,7 +327,7 @@ class Store:
     def save_detector_states(self, rows: Iterable[tuple[int, float, float, bytes]]) -> None:
         """Keep the latest detector state per target: (target_id, wall t, monotonic t
         of the saving clock, state bytes) each, replacing the previous one."""
-        with self._lock, self.transaction():
+        with self.transaction():
             try:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO detector_states(target_id, t, mono, state)"

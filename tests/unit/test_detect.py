@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -189,7 +190,7 @@ def test_steady_rise_tells_a_line_from_a_step_and_a_cycle() -> None:
     assert steady_rise([1.0] * 11) is None
 
 
-def _churn(rng: random.Random, extra) -> object:
+def _churn(rng: random.Random, extra: Callable[[float], float]) -> Callable[[float], int]:
     """A series under heavy churn (sd 200 fds around 1,000), one sample per 2 min."""
     return lambda t: round(1000 + extra(t) + rng.gauss(0, 200))
 

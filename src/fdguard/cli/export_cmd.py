@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
 
 from fdguard.cli.watch_cmd import (
     build_alerts,
+    close_store,
     exited,
     open_store,
     resolve_targets,
@@ -16,7 +16,7 @@ from fdguard.cli.watch_cmd import (
     target_options,
     watch_config,
 )
-from fdguard.errors import FdguardError, UsageError
+from fdguard.errors import UsageError
 from fdguard.exporter import DEFAULT_HOST, DEFAULT_PORT, WatchCollector, serve
 from fdguard.targets import TargetSet
 from fdguard.watch import Watcher
@@ -105,10 +105,4 @@ def export(
             server.close()
         if launched is not None:
             launched.stop()
-        if store is not None:
-            if watcher is not None:
-                # The detectors' state, for a restarted watch to go on from; losing it
-                # costs a day of history, not a sample, so it never masks an error.
-                with contextlib.suppress(FdguardError):
-                    watcher.save_states()
-            store.close()
+        close_store(store, watcher)

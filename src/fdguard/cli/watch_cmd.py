@@ -238,6 +238,18 @@ def open_store(store_path: Path | None, no_store: bool, max_mb: int = 256) -> St
     return Store(store_path or default_path(), max_bytes=max_mb * 1024 * 1024)
 
 
+def close_store(store: Store | None, watcher: Watcher | None) -> None:
+    """Save the watcher's detector states in the store, then close it. Losing the
+    states costs a restarted watch a day of history, not a sample, so a failing save
+    never masks the error that ended the watch."""
+    if store is None:
+        return
+    if watcher is not None:
+        with contextlib.suppress(FdguardError):
+            watcher.save_states()
+    store.close()
+
+
 def _eta(v: TargetView) -> str:
     if v.verdict is None or not v.verdict.leak or v.verdict.eta_seconds is None:
         return "-"
@@ -466,11 +478,5 @@ def watch(
     finally:
         if launched is not None:
             launched.stop()
-        if store is not None:
-            if watcher is not None:
-                # The detectors' state, for a restarted watch to go on from; losing it
-                # costs a day of history, not a sample, so it never masks an error.
-                with contextlib.suppress(FdguardError):
-                    watcher.save_states()
-            store.close()
+        close_store(store, watcher)
         sys.stdout.flush()
