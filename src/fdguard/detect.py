@@ -72,7 +72,11 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
    AND a line, or a hinge (flat, then a line), fits better than the best single
    step by `trend_line_gain` squared sigmas AND the floor rose across both halves
    of the window by `trend_halves` standard errors each (a step smaller than the
-   noise passes the first two, not these). Long averages are what make a slow leak
+   noise passes the first two, not these) AND a line fitted together with a step
+   keeps a slope of `trend_beside_step` standard errors wherever the step is put
+   (a step of about the churn's size, which noise has tilted a little before and
+   after, can beat a lone step with a line and straddle the thirds; at its own
+   place it takes the whole rise). Long averages are what make a slow leak
    visible under churn whose noise is many times its daily rise, and averages are
    why this test needs days: it complements steps 1-5, it does not replace them. It
    must hold on `trend_persist` hourly evaluations in a row.
@@ -172,6 +176,9 @@ class DetectorConfig:
     trend_halves: float = 1.5
     """...and rise across both halves (first to middle third, middle to last) by this
     many standard errors each."""
+    trend_beside_step: float = 3.0
+    """...and keep a slope of this many standard errors beside whichever single step
+    (anywhere in the window) is fitted with it: no one step explains the rise."""
     trend_persist: int = 3
     """Consecutive hourly evaluations on which the steady-rise test must hold."""
 
@@ -307,6 +314,10 @@ class SteadyRise:
     halves: float
     """The smaller of the rises first -> middle third and middle -> last third, in
     standard errors: a leak rises across both, a one-off step across one only."""
+    beside_step: float = 0.0
+    """The smallest t-statistic of the line's slope when a single step is fitted
+    with it, over every place the step could be: about 0 for a one-off step (it takes
+    the whole rise), still large for a leak (no one step takes a steady rise)."""
 
 
 def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | None:
@@ -352,7 +363,44 @@ def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | 
     se_q = sigma * math.sqrt(quantile * (1 - quantile)) / _NORMAL.pdf(z) / math.sqrt(n_eff)
     se_rise = math.sqrt(2) * se_q
     halves = min(middle - first, last - middle) / se_rise
-    return SteadyRise(rise, rise / se_rise, structure, slope, line_gain, halves)
+    beside = _slope_beside_step_t(ys) * math.sqrt((1 - rho) / (1 + rho))
+    return SteadyRise(rise, rise / se_rise, structure, slope, line_gain, halves, beside)
+
+
+def _slope_beside_step_t(ys: Sequence[float], edge: int = 4) -> float:
+    """Smallest t-statistic of the slope b in y = a + c * [i >= k] + b * i over k.
+
+    A step of unknown place fitted together with a line: a one-off step whose blocks
+    noise has tilted (a little rise before it, a little after) fits a line better
+    than a step, and passes the line-against-step comparison, but at its own place
+    it takes the whole rise and leaves the slope about 0. A steady rise keeps a
+    slope wherever the step is put (half its t-statistic at worst, in the middle).
+    The noise of each fit is its own residual variance (n - 3 degrees of freedom),
+    so a misplaced step cannot make the slope look surer. From prefix sums: O(n).
+    """
+    n = len(ys)
+    sx = [0.0, *accumulate(float(i) for i in range(n))]
+    sxx = [0.0, *accumulate(float(i * i) for i in range(n))]
+    sy = [0.0, *accumulate(ys)]
+    syy = [0.0, *accumulate(y * y for y in ys)]
+    sxy = [0.0, *accumulate(i * y for i, y in enumerate(ys))]
+    best = math.inf
+    for k in range(edge, n - edge + 1):
+        qxx = qxy = qyy = 0.0
+        for a, b in ((0, k), (k, n)):  # each side about its own mean: the step's fit
+            m = b - a
+            x, y = sx[b] - sx[a], sy[b] - sy[a]
+            qxx += sxx[b] - sxx[a] - x * x / m
+            qxy += sxy[b] - sxy[a] - x * y / m
+            qyy += syy[b] - syy[a] - y * y / m
+        slope = qxy / qxx
+        ssr = qyy - qxy * slope
+        if ssr <= 1e-12 * max(qyy, 1.0):  # an exact fit: the sign says it all
+            t = math.copysign(math.inf, slope) if slope else 0.0
+        else:
+            t = slope / math.sqrt(ssr / (n - 3) / qxx)
+        best = min(best, t)
+    return best
 
 
 def _best_hinge_ssr(ys: Sequence[float], edge: int = 4) -> float:
@@ -735,6 +783,7 @@ class LeakDetector:
             or found.tstat <= c.trend_sigma
             or found.line_gain <= c.trend_line_gain
             or found.halves <= c.trend_halves
+            or found.beside_step <= c.trend_beside_step
             or found.rise <= c.min_rise
         ):
             self._trend_streak = 0

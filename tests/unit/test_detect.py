@@ -227,7 +227,9 @@ def test_a_one_off_step_under_heavy_churn_is_not_a_steady_rise(seed: int) -> Non
 
     v = _replay(_churn(random.Random(seed), pool), 5)
     assert not v.leak, v.reason
-    loose = DetectorConfig(trend_line_gain=-math.inf, trend_halves=-math.inf)
+    loose = DetectorConfig(
+        trend_line_gain=-math.inf, trend_halves=-math.inf, trend_beside_step=-math.inf
+    )
     stepped = _replay(_churn(random.Random(seed), pool), 5, loose)
     assert stepped.leak  # without the line-vs-step and halves tests it would fire
 
