@@ -5,7 +5,7 @@ same `Trace` on every machine (only `random.Random` is used, no numpy). Samples 
 one every `DT` seconds (2 min: what a scraper keeps after downsampling; the detector
 buckets to 5 min anyway).
 
-Healthy classes (5 days each; peaks stay under 75% of the limit, so a static 80%
+Healthy classes (5 days each, weekly 9; peaks stay under 75% of the limit, so a static 80%
 rule is silent on them by construction and the comparison is about trend rules):
   stationary   noise around a level, plus a slow mean-reverting wander
   daily        a daily cycle (amplitude 20-100% of the base, varying +-15% a day)
@@ -14,6 +14,8 @@ rule is silent on them by construction and the comparison is about trend rules):
   bursty       Poisson bursts of short-lived connections on top of churn
   warmup       a ramp from near zero to a plateau (5 min - 3 h), then noise
   churn_step   a one-off step (0.3-1.5 churn sds) under churn_leak's heavy churn
+  weekly       a daily cycle whose amplitude drops to 30-80% on weekends (9 days, so
+               every trace holds a Monday: a cycle scaled up, not a floor raised)
 
 Leaking classes (a healthy background - stationary or daily - then a leak from
 `onset`, uniform in 0-36 h; the trace ends when the count reaches the soft limit,
@@ -38,7 +40,7 @@ HOUR = 3600.0
 HEALTHY_DAYS = 5  # long enough to exercise every lag the detector compares (4 days)
 DAY = 86400.0
 
-HEALTHY = ("stationary", "daily", "sawtooth", "step", "bursty", "warmup", "churn_step")
+HEALTHY = ("stationary", "daily", "sawtooth", "step", "bursty", "warmup", "churn_step", "weekly")
 LEAKING = ("linear", "error_burst", "storm_step", "churn_leak")
 
 
@@ -202,6 +204,30 @@ def churn_step(seed: int) -> Trace:
     return _finish("churn_step", seed, ts, raw, rng)
 
 
+WEEKLY_DAYS = 9
+
+
+def weekly(seed: int) -> Trace:
+    rng = random.Random(f"weekly/{seed}")
+    base, noise = _base_and_noise(rng)
+    amp = rng.uniform(0.2, 1.0) * base
+    weekend = rng.uniform(0.3, 0.8)
+    phase = rng.uniform(0, DAY)
+    first_day = rng.randrange(7)  # 0 = Monday
+    day_amp = [
+        amp * rng.uniform(0.85, 1.15) * (weekend if (first_day + d) % 7 >= 5 else 1.0)
+        for d in range(WEEKLY_DAYS + 1)
+    ]
+    ts = _times(WEEKLY_DAYS * DAY)
+
+    def cyc(t: float) -> float:
+        return day_amp[int((t + phase) // DAY)] * (
+            0.5 - 0.5 * math.cos(2 * math.pi * (t + phase) / DAY)
+        )
+
+    return _finish("weekly", seed, ts, [base + cyc(t) + noise() for t in ts], rng)
+
+
 # -- leaking ----------------------------------------------------------------------------
 
 
@@ -344,6 +370,7 @@ MAKERS: dict[str, Callable[[int], Trace]] = {
     "step": step,
     "bursty": bursty,
     "warmup": warmup,
+    "weekly": weekly,
     "churn_step": churn_step,
     "linear": linear,
     "error_burst": error_burst,

@@ -234,6 +234,62 @@ def test_a_one_off_step_under_heavy_churn_is_not_a_steady_rise(seed: int) -> Non
     assert stepped.leak  # without the line-vs-step and halves tests it would fire
 
 
+def _weekdays(leak_per_hour: float) -> Callable[[float], float]:
+    """A daily cycle of 400 fds over a floor of 300, at half that on Saturday and
+    Sunday (the series starts on a Thursday), plus an optional leak from day 2."""
+    rng = random.Random(12)
+
+    def count(t: float) -> float:
+        day = int(t // 86400)
+        amp = 200.0 if day % 7 in (2, 3) else 400.0
+        cycle = amp * (0.5 - 0.5 * math.cos(2 * math.pi * t / 86400))
+        return 300 + cycle + leak_per_hour * max(0.0, t - 2 * 86400) / HOUR + rng.gauss(0, 5)
+
+    return count
+
+
+def test_more_traffic_on_monday_is_not_a_leak_but_a_leak_still_is() -> None:
+    """Monday's busy hours rise 200 fds over Sunday's and its quiet hours do not: the
+    cycle grew, the floor did not. A leak of 4 fds/h lifts every hour alike, and the
+    whole-day test does not delay it."""
+    v = _replay(_weekdays(0.0), 6.5)
+    assert not v.leak, v.reason
+    anyhour = DetectorConfig(quiet_share=0)
+    monday = _replay(_weekdays(0.0), 6.5, anyhour)
+    assert monday.leak  # compared hour for hour alone, Monday looks like a leak
+    assert monday.detected_at is not None
+    assert 4 * 86400 < monday.detected_at < 5 * 86400
+    leak = _replay(_weekdays(4.0), 6.5)
+    assert leak.leak, leak.reason
+    assert leak.detected_at is not None
+    assert leak.detected_at < 4.5 * 86400  # the weekend's dip hid it until Monday...
+    assert leak.detected_at == _replay(_weekdays(4.0), 6.5, anyhour).detected_at  # ...not this
+
+
+def _cycle_then_leak(limit: int, config: DetectorConfig | None = None) -> float | None:
+    """A daily cycle of 400 fds over 300, a 30 fd/h leak from hour 26: when is it found?"""
+    rng = random.Random(4)
+    det = LeakDetector(limit=limit, config=config)
+    for i in range(int(3 * 86400 / 120)):
+        t = i * 120.0
+        cycle = 400 * (0.5 - 0.5 * math.cos(2 * math.pi * t / 86400))
+        det.update(t, 300 + cycle + 30 * max(0.0, t - 26 * HOUR) / HOUR + rng.gauss(0, 5))
+        if det.verdict.detected_at is not None:
+            return det.verdict.detected_at
+    return None
+
+
+def test_a_leak_that_will_exhaust_within_hours_does_not_wait_for_the_quiet_hours() -> None:
+    """On its second day a rise under a cycle waits for quiet hours to compare; with
+    the limit hours away at its rate, it is declared as soon as without that test."""
+    anyhour = _cycle_then_leak(1400, DetectorConfig(quiet_share=0))
+    assert anyhour is not None
+    assert _cycle_then_leak(1400) == anyhour  # the limit is near: no waiting
+    roomy = _cycle_then_leak(100_000)  # far: the quiet hours are compared first
+    assert roomy is not None
+    assert anyhour + 6 * HOUR < roomy < 3 * 86400
+
+
 def test_a_restored_detector_goes_on_exactly_as_one_never_stopped() -> None:
     """Saved after 25 h (through JSON), restored on a clock 1.5e6 s ahead: fed the rest
     of the series on that clock, it declares the leak at the same moment, shifted, with
