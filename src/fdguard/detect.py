@@ -899,8 +899,8 @@ class LeakDetector:
         earlier, and the median d over the quietest quarter of those hours must
         reach `quiet_share` of the rise (a cycle's quietest quarter rises by about
         4% of a growth of its amplitude, its quieter half by 15%: too close to the
-        rise early in a busy morning). This holds only where those hours had a
-        cycle (their busier half above the quietest quarter by k_sigma noise
+        rise early in a busy morning). This holds only where the level has a daily
+        cycle (`_cycle`, in the periods before the last, above k_sigma noise
         sigmas): without one, the quarter is any hours, and a leak that began
         within the last period would wait a period to rise in it.
 
@@ -935,11 +935,8 @@ class LeakDetector:
                 return True, ""
             return False, f"the level rose {rise:.0f} fds, its low only {lows:.0f}: more traffic"
         hours = sorted((fl[i - lag], fl[i] - fl[i - lag]) for i in range(start, len(fl)))
-        half, quarter = len(hours) // 2, len(hours) // 4
-        if quarter < 2:
-            return True, ""
-        cycle = _median([r for r, _ in hours[half:]]) - _median([r for r, _ in hours[:quarter]])
-        if cycle <= c.k_sigma * self._sigma:
+        quarter = len(hours) // 4
+        if quarter < 2 or self._cycle(start) <= c.k_sigma * self._sigma:
             return True, ""
         quiet = _median([d for _, d in hours[:quarter]])
         if quiet >= c.quiet_share * rise:
@@ -948,6 +945,24 @@ class LeakDetector:
             f"only the busy hours rose ({rise:.0f} fds now, {quiet:.0f} in the quiet ones):"
             " more traffic, not a higher floor"
         )
+
+    def _cycle(self, end: int) -> float:
+        """The largest daily swing of the level in the periods before bucket `end`:
+        the median of a day's busier half above the median of its quietest quarter.
+
+        The periods before the last one, each on its own: a leak that began within
+        the last period has not swung them, a daily cycle has (a quiet Sunday's
+        small swing, too small to count, is next to a Friday's full one).
+        """
+        fl = self._level
+        p = round(self.config.period_seconds / self.config.bucket_seconds)
+        swing = 0.0
+        for hi in range(end, 0, -p):
+            day = sorted(fl[max(0, hi - p) : hi])
+            if len(day) >= 8:
+                half, quarter = len(day) // 2, len(day) // 4
+                swing = max(swing, _median(day[half:]) - _median(day[:quarter]))
+        return swing
 
     def _urgent(self) -> bool:
         """Would the limit come within half a period at the current rate? Then a rise
