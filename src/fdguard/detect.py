@@ -913,20 +913,20 @@ class LeakDetector:
         same hours k periods earlier.
 
         A rise that would reach the limit within half a period at its current rate
-        skips this test: waiting for the quiet hours could take as long.
+        does not wait for the quiet hours to be paired: that could take as long.
+        (Once they are, their evidence is there and counts: skipping it too let a
+        busy Monday on a service peaking at 71% of its limit pass, weekly/20483.)
         """
         c = self.config
         bt, fl = self._bt, self._level
         lag = k * round(c.period_seconds / c.bucket_seconds)
         start = bisect_left(bt, bt[-1] - c.period_seconds)
-        if self._urgent():
-            return True, ""
         if start < lag:
             top, fall = -math.inf, 0.0
             for f in fl[start:]:
                 top = max(top, f)
                 fall = max(fall, top - f)
-            if fall <= c.k_sigma * self._sigma:
+            if fall <= c.k_sigma * self._sigma or self._urgent():
                 return True, ""
             if (len(fl) - lag) * c.bucket_seconds < c.period_seconds / 2:
                 return False, "the level also fell in the last period (a cycle): too early to tell"
