@@ -163,7 +163,7 @@ class DetectorConfig:
     """A rise over k > 1 periods must still be going on: the level's median change
     over the last period (same phase) must exceed this share of the rise per period."""
     quiet_share: float = 0.5
-    """The quiet hours must rise by this share of the busy hours' rise (0 disables):
+    """The day's quietest hours must rise by this share of the rise (0 disables):
     a leak lifts the whole day, more traffic scales the daily cycle up."""
     long_noise_seconds: float = 43200.0
     """Second lag of the noise estimate (0 disables it): a wander reverting over hours."""
