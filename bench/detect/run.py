@@ -104,10 +104,8 @@ class Outcome:
     eta: float | None  # fdguard's ETA at its detection
 
 
-def judge(job: tuple[str, int] | tuple[str, int, float]) -> Outcome:
-    cls, seed = job[0], job[1]
-    if len(job) > 2:
-        traces.DT = job[2]  # the sampling interval of this run
+def judge(job: tuple[str, int, float]) -> Outcome:
+    cls, seed, traces.DT = job  # DT: the sampling interval of this run
     tr = traces.make(cls, seed)
     at, eta = fdguard_alarm(tr)
     alarms = {

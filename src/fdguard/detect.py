@@ -365,7 +365,8 @@ def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | 
     # Line against step on the blocks winsorized around the robust line (so a few
     # burst-lifted blocks cannot make a step of their own).
     ys = [intercept + slope * (x - mid) + r for x, r in enumerate(clipped)]
-    line_gain = (_best_step_ssr(ys) - _best_hinge_ssr(ys)) / (sigma * sigma)
+    step_ssr, beside = _step_fits(ys)
+    line_gain = (step_ssr - _best_hinge_ssr(ys)) / (sigma * sigma)
     n_eff = max(1.0, g * (1 - rho) / (1 + rho))
     # Standard error of a sample quantile: sqrt(q (1 - q)) / density at it, for
     # normal noise of this sigma; the rise is a difference of two such quantiles.
@@ -373,44 +374,8 @@ def steady_rise(blocks: Sequence[float], quantile: float = 0.3) -> SteadyRise | 
     se_q = sigma * math.sqrt(quantile * (1 - quantile)) / _NORMAL.pdf(z) / math.sqrt(n_eff)
     se_rise = math.sqrt(2) * se_q
     halves = min(middle - first, last - middle) / se_rise
-    beside = _slope_beside_step_t(ys) * math.sqrt((1 - rho) / (1 + rho))
+    beside *= math.sqrt((1 - rho) / (1 + rho))  # fewer independent blocks
     return SteadyRise(rise, rise / se_rise, structure, slope, line_gain, halves, beside)
-
-
-def _slope_beside_step_t(ys: Sequence[float], edge: int = 4) -> float:
-    """Smallest t-statistic of the slope b in y = a + c * [i >= k] + b * i over k.
-
-    A step of unknown place fitted together with a line: a one-off step whose blocks
-    noise has tilted (a little rise before it, a little after) fits a line better
-    than a step, and passes the line-against-step comparison, but at its own place
-    it takes the whole rise and leaves the slope about 0. A steady rise keeps a
-    slope wherever the step is put (half its t-statistic at worst, in the middle).
-    The noise of each fit is its own residual variance (n - 3 degrees of freedom),
-    so a misplaced step cannot make the slope look surer. From prefix sums: O(n).
-    """
-    n = len(ys)
-    sx = [0.0, *accumulate(float(i) for i in range(n))]
-    sxx = [0.0, *accumulate(float(i * i) for i in range(n))]
-    sy = [0.0, *accumulate(ys)]
-    syy = [0.0, *accumulate(y * y for y in ys)]
-    sxy = [0.0, *accumulate(i * y for i, y in enumerate(ys))]
-    best = math.inf
-    for k in range(edge, n - edge + 1):
-        qxx = qxy = qyy = 0.0
-        for a, b in ((0, k), (k, n)):  # each side about its own mean: the step's fit
-            m = b - a
-            x, y = sx[b] - sx[a], sy[b] - sy[a]
-            qxx += sxx[b] - sxx[a] - x * x / m
-            qxy += sxy[b] - sxy[a] - x * y / m
-            qyy += syy[b] - syy[a] - y * y / m
-        slope = qxy / qxx
-        ssr = qyy - qxy * slope
-        if ssr <= 1e-12 * max(qyy, 1.0):  # an exact fit: the sign says it all
-            t = math.copysign(math.inf, slope) if slope else 0.0
-        else:
-            t = slope / math.sqrt(ssr / (n - 3) / qxx)
-        best = min(best, t)
-    return best
 
 
 def _best_hinge_ssr(ys: Sequence[float], edge: int = 4) -> float:
@@ -439,18 +404,43 @@ def _best_hinge_ssr(ys: Sequence[float], edge: int = 4) -> float:
     return best
 
 
-def _best_step_ssr(ys: Sequence[float], edge: int = 4) -> float:
-    """Smallest residual sum of squares of two flat levels split anywhere (each side
-    at least `edge` values), from prefix sums."""
+def _step_fits(ys: Sequence[float], edge: int = 4) -> tuple[float, float]:
+    """Over every split k (each side at least `edge` values): the smallest residual
+    sum of squares of a step (two flat levels), and the smallest t-statistic of the
+    slope b in y = a + c * [i >= k] + b * i (a step fitted together with a line).
+
+    A one-off step whose blocks noise has tilted (a little rise before it, a little
+    after) fits a line better than a step, and passes the line-against-step
+    comparison, but at its own place it takes the whole rise and leaves the slope
+    about 0. A steady rise keeps a slope wherever the step is put (half its
+    t-statistic at worst, in the middle). The noise of each fit is its own residual
+    variance (n - 3 degrees of freedom), so a misplaced step cannot make the slope
+    look surer. Both from one pass over prefix sums: O(n).
+    """
     n = len(ys)
-    s1 = [0.0, *accumulate(ys)]
-    s2 = [0.0, *accumulate(y * y for y in ys)]
-    best = math.inf
+    sx = [0.0, *accumulate(float(i) for i in range(n))]
+    sxx = [0.0, *accumulate(float(i * i) for i in range(n))]
+    sy = [0.0, *accumulate(ys)]
+    syy = [0.0, *accumulate(y * y for y in ys)]
+    sxy = [0.0, *accumulate(i * y for i, y in enumerate(ys))]
+    best_ssr = best_t = math.inf
     for k in range(edge, n - edge + 1):
-        left = s2[k] - s1[k] ** 2 / k
-        right = (s2[n] - s2[k]) - (s1[n] - s1[k]) ** 2 / (n - k)
-        best = min(best, left + right)
-    return best
+        qxx = qxy = qyy = 0.0  # sums about each side's own mean: the step's fit
+        for a, b in ((0, k), (k, n)):
+            m = b - a
+            x, y = sx[b] - sx[a], sy[b] - sy[a]
+            qxx += sxx[b] - sxx[a] - x * x / m
+            qxy += sxy[b] - sxy[a] - x * y / m
+            qyy += syy[b] - syy[a] - y * y / m
+        best_ssr = min(best_ssr, qyy)
+        slope = qxy / qxx
+        ssr = qyy - qxy * slope
+        if ssr <= 1e-12 * max(qyy, 1.0):  # an exact fit: the sign says it all
+            t = math.copysign(math.inf, slope) if slope else 0.0
+        else:
+            t = slope / math.sqrt(ssr / (n - 3) / qxx)
+        best_t = min(best_t, t)
+    return best_ssr, best_t
 
 
 _NORMAL = NormalDist()
@@ -500,6 +490,7 @@ class LeakDetector:
         # Trailing medians of the level over step_seconds (for the one-step test).
         self._step_med: list[float] = []
         self._w = max(1, round(c.step_seconds / c.bucket_seconds))
+        self._p = round(c.period_seconds / c.bucket_seconds)  # buckets per period
         self._keep = int((c.lookback_periods + 0.5) * c.period_seconds / c.bucket_seconds) + 8
         self._lag = max(1, round(max(c.floor_seconds, c.smooth_seconds) / c.bucket_seconds))
         self._sigma = 0.0
@@ -824,8 +815,8 @@ class LeakDetector:
         # Splits whose after-window is complete: differences of the trailing medians
         # kept per bucket (med[i] = median of fl[i-w+1 .. i]), at C speed.
         jump = 0.0
-        p = round(c.period_seconds / c.bucket_seconds)
-        if c.seasonal_steps and first - w - p >= 0 and self._cyclic(p):
+        p = self._p
+        if c.seasonal_steps and first - w - p >= 0 and self._cyclic():
             # Deseasonalized: g[i] = f[i] - f[i-P], in which a daily cycle cancels,
             # as does a steady leak (g is flat), while a one-off step still rises
             # by its height at its split.
@@ -852,7 +843,7 @@ class LeakDetector:
             f"(only {max(0.0, residual):.0f} left besides it)"
         )
 
-    def _cyclic(self, p: int) -> bool:
+    def _cyclic(self) -> bool:
         """Does a daily cycle dominate the level's moves over the last period?
 
         Yes when the day-over-day change g[i] = f[i] - f[i-P] spans less than half
@@ -860,7 +851,7 @@ class LeakDetector:
         periodic (churn, a wander) spans more in g (a difference of two noisy values),
         and a one-off step spans as much in both.
         """
-        fl = self._level
+        fl, p = self._level, self._p
         n = len(fl)
         day = fl[n - p :]
         g = [fl[i] - fl[i - p] for i in range(n - p, n)]
@@ -878,7 +869,7 @@ class LeakDetector:
         """
         c = self.config
         bt, fl = self._bt, self._level
-        p = round(c.period_seconds / c.bucket_seconds)
+        p = self._p
         lo = max(bisect_left(bt, bt[-1] - c.period_seconds / 2), p)
         ds = [fl[i] - fl[i - p] for i in range(lo, len(fl))]
         if not ds:
@@ -919,7 +910,7 @@ class LeakDetector:
         """
         c = self.config
         bt, fl = self._bt, self._level
-        lag = k * round(c.period_seconds / c.bucket_seconds)
+        lag = k * self._p
         start = bisect_left(bt, bt[-1] - c.period_seconds)
         if start < lag:
             top, fall = -math.inf, 0.0
@@ -954,8 +945,7 @@ class LeakDetector:
         the last period has not swung them, a daily cycle has (a quiet Sunday's
         small swing, too small to count, is next to a Friday's full one).
         """
-        fl = self._level
-        p = round(self.config.period_seconds / self.config.bucket_seconds)
+        fl, p = self._level, self._p
         swing = 0.0
         for hi in range(end, 0, -p):
             day = sorted(fl[max(0, hi - p) : hi])
@@ -994,7 +984,7 @@ class LeakDetector:
         c = self.config
         fl = self._level
         lo = bisect_left(self._bt, t - c.period_seconds)
-        p = round(c.period_seconds / c.bucket_seconds)
+        p = self._p
         n = len(fl)
         lag = self._lag
 
@@ -1029,7 +1019,7 @@ class LeakDetector:
         c = self.config
         bt, fl = self._bt, self._level
         lo = bisect_left(bt, t - c.period_seconds / 2)
-        p = round(c.period_seconds / c.bucket_seconds)
+        p = self._p
         seasonal = max(lo, p)
         n = len(bt) - seasonal
         if n >= 3:

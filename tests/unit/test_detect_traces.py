@@ -41,7 +41,7 @@ def replay(tr: traces.Trace) -> LeakVerdict:  # type: ignore[name-defined]
     return v
 
 
-def first_alarm(tr: traces.Trace, config: DetectorConfig) -> LeakVerdict | None:  # type: ignore[name-defined]
+def first_alarm(tr: traces.Trace, config: DetectorConfig | None = None) -> LeakVerdict | None:  # type: ignore[name-defined]
     """The verdict at the moment the detector first declares a leak, if it does."""
     det = LeakDetector(limit=tr.limit, config=config)
     for t, c in zip(tr.times, tr.counts, strict=True):
@@ -113,13 +113,7 @@ def test_a_wander_reverting_over_hours_is_not_a_leak(cls: str, seed: int) -> Non
 def test_a_churn_leak_too_slow_for_the_daily_comparison_is_a_steady_rise(seed: int) -> None:
     """Churn noise many times the leak's daily rise: found by the days-long line."""
     tr = traces.make("churn_leak", seed)
-    det = LeakDetector(limit=tr.limit)
-    first = None
-    for t, c in zip(tr.times, tr.counts, strict=True):
-        v = det.update(t, c)
-        if v.leak:
-            first = v
-            break
+    first = first_alarm(tr)
     assert first is not None
     assert first.detected_at is not None
     assert first.detected_at >= tr.onset
@@ -206,12 +200,7 @@ def test_linear_leak_rate_and_eta_are_close(seed: int) -> None:
     first day under a daily cycle now waits for its quiet hours, is found 2.5 h before
     EMFILE, and announces 8.8 h, its rate right, its next peak come sooner.)"""
     tr = traces.make("linear", seed)
-    det = LeakDetector(limit=tr.limit)
-    first = None
-    for t, c in zip(tr.times, tr.counts, strict=True):
-        v = det.update(t, c)
-        if v.leak and first is None:
-            first = v
+    first = first_alarm(tr)
     assert first is not None
     assert first.eta_seconds is not None
     assert first.rate_per_hour == pytest.approx(tr.rate_per_hour, rel=0.25)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fdguard.alerts import AlertEngine, EtaRule, TrendRule
 from fdguard.clock import ManualClock
 from fdguard.detect import DetectorConfig
+from fdguard.model import Fd, FdKind, Limits, ProcessRef, Snapshot, TcpState
 from fdguard.store import Store
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
 from fdguard.watch import WatchConfig, Watcher, WatchEvent, detector_config_for
@@ -257,28 +259,29 @@ def test_watcher_ends_when_pid_targets_are_gone(spawn) -> None:
     assert w.rounds == 3
 
 
-def test_close_wait_leak_under_a_flat_total_is_found_per_kind(spawn) -> None:
-    from fdguard.model import Fd, FdKind, Limits, ProcessRef, Snapshot, TcpState
-
-    child = spawn(limited(4096))
-    clock = ManualClock(start=0.0)
-    events: list[WatchEvent] = []
+def _close_wait_growing(
+    now: Callable[[], float], since: float = 0.0
+) -> Callable[[int, ProcessRef], Snapshot]:
+    """Snapshots taken at `now()` of 200 TCP sockets in all, always: CLOSE-WAIT grows
+    2 an hour from `since`, ESTAB shrinks as much."""
 
     def snap(pid: int, ref: ProcessRef) -> Snapshot:
-        # 200 TCP sockets in all, always: CLOSE-WAIT grows 2/hour, ESTAB shrinks as much.
-        t = clock.monotonic()
-        cw = min(150, int(t / 1800))
+        t = now()
+        cw = min(150, int((t - since) / 1800))
         fds = tuple(
-            Fd(
-                fd=i,
-                kind=FdKind.TCP,
-                target="socket:[1]",
-                state=TcpState.CLOSE_WAIT if i < cw else TcpState.ESTAB,
-            )
+            Fd(i, FdKind.TCP, "socket:[1]", state=TcpState.CLOSE_WAIT if i < cw else TcpState.ESTAB)
             for i in range(200)
         )
         return Snapshot(ref, ("svc",), Limits(4096, 4096), fds, t, "test")
 
+    return snap
+
+
+def test_close_wait_leak_under_a_flat_total_is_found_per_kind(spawn) -> None:
+    child = spawn(limited(4096))
+    clock = ManualClock(start=0.0)
+    events: list[WatchEvent] = []
+    snap = _close_wait_growing(clock.monotonic)
     w = Watcher(
         TargetSet([TargetSpec(SpecKind.PID, str(child.pid))]),
         config=WatchConfig(interval=300.0, snapshot_every=300.0, rescan_every=3600.0),
@@ -301,21 +304,10 @@ def test_close_wait_leak_under_a_flat_total_is_found_per_kind(spawn) -> None:
 def test_a_restarted_watcher_resumes_the_per_kind_series_too(spawn, tmp_path: Path) -> None:
     """The CLOSE-WAIT leak under a flat total, watched 20 h, then 10 h by a restarted
     watcher: the saved per-kind detector states give its kind detector the day."""
-    from fdguard.model import Fd, FdKind, Limits, ProcessRef, Snapshot, TcpState
-
     child = spawn(limited(4096))
 
-    def cw_or_estab(close_wait: bool) -> TcpState:
-        return TcpState.CLOSE_WAIT if close_wait else TcpState.ESTAB
-
     def run(store: Store, clock: ManualClock, hours: float) -> list[WatchEvent]:
-        def snap(pid: int, ref: ProcessRef) -> Snapshot:
-            cw = min(150, int((clock.time() - 1.7e9) / 1800))  # 2 CLOSE-WAIT per hour
-            fds = tuple(
-                Fd(i, FdKind.TCP, "socket:[1]", state=cw_or_estab(i < cw)) for i in range(200)
-            )
-            return Snapshot(ref, ("svc",), Limits(4096, 4096), fds, clock.time(), "test")
-
+        snap = _close_wait_growing(clock.time, since=1.7e9)  # by wall time, across restarts
         events: list[WatchEvent] = []
         w = Watcher(
             TargetSet([TargetSpec(SpecKind.PID, str(child.pid))]),
