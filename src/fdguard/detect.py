@@ -897,7 +897,9 @@ class LeakDetector:
 
         Before k + 1 periods of history the last period's hours are not all paired
         (the second day, at k = 1). Then, if the level fell by k_sigma sigmas
-        somewhere in the last period (a cycle, which a leak alone never does), the
+        (`_curvature_sigma`: not the seasonal noise estimate, which a day busier
+        than the last inflates) somewhere in the last period (a cycle, which a
+        leak alone never does), the
         rise waits until half a period of hours is paired (hours around a busy
         peak alone cannot show a quiet one), and the quiet hours are compared by
         their lows: the lowest level of the paired hours against the lowest of the
@@ -917,7 +919,9 @@ class LeakDetector:
             for f in fl[start:]:
                 top = max(top, f)
                 fall = max(fall, top - f)
-            if fall <= c.k_sigma * self._sigma or self._urgent():
+            if fall <= c.k_sigma * self._curvature_sigma(start):
+                return True, ""
+            if self._urgent():
                 return True, ""
             if (len(fl) - lag) * c.bucket_seconds < c.period_seconds / 2:
                 return False, "the level also fell in the last period (a cycle): too early to tell"
@@ -965,6 +969,22 @@ class LeakDetector:
         top = max(self._bmaxs[bisect_right(self._bt, self._bt[-1] - c.period_seconds) :])
         return (self.limit - top) / rate.slope_per_s < c.period_seconds / 2
 
+    def _curvature_sigma(self, start: int) -> float:
+        """Noise of the level from bucket `start` on, by second differences at the
+        smoothing lag: what a fall must exceed to show a cycle.
+
+        Not `_sigma`: its seasonal terms compare each hour with the same hour a
+        period earlier, so a day busier than the last (a Monday after a Sunday)
+        inflates them by the very change in the cycle this fall is to reveal
+        (bench/detect weekly 20150, 22103: 2 to 4 times the noise). A cycle's
+        curvature inflates second differences too, but less (a fall of a cycle
+        still stands 5 of these sigmas out where it stood under 2 of `_sigma`).
+        """
+        fl, lag = self._level, self._lag
+        first = max(start, 2 * lag)
+        diffs = [fl[i] - 2 * fl[i - lag] + fl[i - 2 * lag] for i in range(first, len(fl))]
+        return _mad_sigma(diffs) / math.sqrt(6) if len(diffs) >= 3 else 0.0
+
     def _estimate_sigma(self, t: float) -> float:
         """Noise of the level over the last period, robust to cycles and trends.
 
@@ -995,8 +1015,7 @@ class LeakDetector:
         if lo - p - lag >= 0 and n - lo >= 3:
             sigma = _mad_sigma(seasonal(lag, lo)) / 2
         else:
-            diffs = [fl[i] - 2 * fl[i - lag] + fl[i - 2 * lag] for i in range(max(lo, 2 * lag), n)]
-            sigma = _mad_sigma(diffs) / math.sqrt(6) if len(diffs) >= 3 else 0.0
+            sigma = self._curvature_sigma(lo)
         # The longer lag, as long as the history allows (down to the short one):
         # seasonal differences over the part of the last period that has them.
         k = min(round(c.long_noise_seconds / c.bucket_seconds), n - p - self._smooth)
