@@ -56,7 +56,7 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
    weekend, a busier day than the last) scales a daily cycle up: its busy hours
    rise and its quiet ones hardly move, where a leak adds the same fds at every
    hour. Over the last period, the change over k periods at the hours that were
-   the quietest k periods ago must reach `quiet_share` of the rise (see
+   the quietest on both days must reach `quiet_share` of the rise (see
    `_whole_day`).
 
 5. The conditions must hold on `persist` consecutive bucket closes (3 h): a wander of
@@ -886,19 +886,24 @@ class LeakDetector:
         after a quiet weekend, a busier day than the last) scales the daily cycle
         up: the busy hours rise, the quiet ones hardly move. So the change over k
         periods, d[i] = f[i] - f[i-kP], over the last period (a whole one: half a
-        period around the peak holds no quiet hour) is sorted by the level k periods
-        earlier, and the median d over the quietest quarter of those hours must
-        reach `quiet_share` of the rise (a cycle's quietest quarter rises by about
-        4% of a growth of its amplitude, its quieter half by 15%: too close to the
-        rise early in a busy morning). This holds only where the level has a daily
-        cycle (`_cycle`, in the periods before the last, above k_sigma noise
-        sigmas): without one, the quarter is any hours, and a leak that began
-        within the last period would wait a period to rise in it.
+        period around the peak holds no quiet hour) is sorted by the level of both
+        days, f[i] + f[i-kP], and the median d over the quietest quarter of those
+        hours must reach `quiet_share` of the rise (a cycle's quietest quarter
+        rises by about 4% of a growth of its amplitude, its quieter half by 15%:
+        too close to the rise early in a busy morning). Both days, not the earlier
+        one alone: ranked by it, the quiet hours are also those where its noise
+        was low, and d is biased up by as much (a Wednesday against a Saturday
+        whose small cycle the noise blurs, bench/detect weekly 23063); in the sum
+        the two days' noise weighs alike and the bias cancels. This holds only
+        where the level has a daily cycle (`_cycle`, in the periods before the
+        last, above k_sigma `_cycle_noise` sigmas): without one, the quarter is any
+        hours, and a leak that began within the last period would wait a period to
+        rise in it.
 
         Before k + 1 periods of history the last period's hours are not all paired
         (the second day, at k = 1). Then, if the level fell by k_sigma sigmas
-        (`_curvature_sigma`: not the seasonal noise estimate, which a day busier
-        than the last inflates) somewhere in the last period (a cycle, which a
+        (`_cycle_noise`: not the seasonal noise estimate alone, which a day
+        busier than the last inflates) somewhere in the last period (a cycle, which a
         leak alone never does), the
         rise waits until half a period of hours is paired (hours around a busy
         peak alone cannot show a quiet one), and the quiet hours are compared by
@@ -919,7 +924,7 @@ class LeakDetector:
             for f in fl[start:]:
                 top = max(top, f)
                 fall = max(fall, top - f)
-            if fall <= c.k_sigma * self._curvature_sigma(start):
+            if fall <= c.k_sigma * self._cycle_noise(start):
                 return True, ""
             if self._urgent():
                 return True, ""
@@ -929,9 +934,10 @@ class LeakDetector:
             if lows >= c.quiet_share * rise:
                 return True, ""
             return False, f"the level rose {rise:.0f} fds, its low only {lows:.0f}: more traffic"
-        hours = sorted((fl[i - lag], fl[i] - fl[i - lag]) for i in range(start, len(fl)))
+        pairs = ((fl[i - lag], fl[i]) for i in range(start, len(fl)))
+        hours = sorted((before + now, now - before) for before, now in pairs)
         quarter = len(hours) // 4
-        if quarter < 2 or self._cycle(start) <= c.k_sigma * self._sigma:
+        if quarter < 2 or self._cycle(start) <= c.k_sigma * self._cycle_noise(start):
             return True, ""
         quiet = _median([d for _, d in hours[:quarter]])
         if quiet >= c.quiet_share * rise:
@@ -969,17 +975,23 @@ class LeakDetector:
         top = max(self._bmaxs[bisect_right(self._bt, self._bt[-1] - c.period_seconds) :])
         return (self.limit - top) / rate.slope_per_s < c.period_seconds / 2
 
+    def _cycle_noise(self, start: int) -> float:
+        """The noise a daily cycle must stand out of: the smaller of `_sigma` and
+        `_curvature_sigma(start)`, each inflated by something noise is not.
+
+        `_sigma`'s seasonal terms compare each hour with the same hour a period
+        earlier, so a day busier than the last (a Monday after a Sunday) inflates
+        them by the very change of the cycle that is to be revealed (bench/detect
+        weekly 20150, 22103, 24017: 2 to 4 times the noise, and Sunday's fall or
+        swing hid under it). Second differences are inflated by a cycle's curvature
+        instead, less so (a fall of a cycle stands 5 of those sigmas out where it
+        stood under 2 of `_sigma`).
+        """
+        return min(self._sigma, self._curvature_sigma(start))
+
     def _curvature_sigma(self, start: int) -> float:
         """Noise of the level from bucket `start` on, by second differences at the
-        smoothing lag: what a fall must exceed to show a cycle.
-
-        Not `_sigma`: its seasonal terms compare each hour with the same hour a
-        period earlier, so a day busier than the last (a Monday after a Sunday)
-        inflates them by the very change in the cycle this fall is to reveal
-        (bench/detect weekly 20150, 22103: 2 to 4 times the noise). A cycle's
-        curvature inflates second differences too, but less (a fall of a cycle
-        still stands 5 of these sigmas out where it stood under 2 of `_sigma`).
-        """
+        smoothing lag (a steady slope cancels, a cycle's curvature does not)."""
         fl, lag = self._level, self._lag
         first = max(start, 2 * lag)
         diffs = [fl[i] - 2 * fl[i - lag] + fl[i - 2 * lag] for i in range(first, len(fl))]
