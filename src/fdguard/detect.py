@@ -902,13 +902,12 @@ class LeakDetector:
 
         Before k + 1 periods of history the last period's hours are not all paired
         (the second day, at k = 1). Then, if the level fell by k_sigma sigmas
-        (`_cycle_noise`: not the seasonal noise estimate alone, which a day
-        busier than the last inflates) somewhere in the last period (a cycle, which a
-        leak alone never does), the
-        rise waits until half a period of hours is paired (hours around a busy
-        peak alone cannot show a quiet one), and the quiet hours are compared by
-        their lows: the lowest level of the paired hours against the lowest of the
-        same hours k periods earlier.
+        (`_cycle_noise`: not the seasonal noise estimate alone, which a day busier
+        than the last inflates) somewhere in the last period (a cycle, which a leak
+        alone never does), the rise waits until half a period of hours is paired
+        (hours around a busy peak alone cannot show a quiet one), and the quiet
+        hours are compared by their lows: the lowest level of the paired hours
+        against the lowest of the same hours k periods earlier.
 
         A rise that would reach the limit within half a period at its current rate
         does not wait for the quiet hours to be paired: that could take as long.
@@ -924,9 +923,7 @@ class LeakDetector:
             for f in fl[start:]:
                 top = max(top, f)
                 fall = max(fall, top - f)
-            if fall <= c.k_sigma * self._cycle_noise(start):
-                return True, ""
-            if self._urgent():
+            if fall <= c.k_sigma * self._cycle_noise(start) or self._urgent():
                 return True, ""
             if (len(fl) - lag) * c.bucket_seconds < c.period_seconds / 2:
                 return False, "the level also fell in the last period (a cycle): too early to tell"
