@@ -68,7 +68,7 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
 
 6. A second, slower test for a small leak under heavy churn, whose rise per period
    stays inside the noise of steps 1-4 but adds up over days (see `steady_rise`):
-   once an hour, with at least `trend_min_seconds` (3 days) of history, the floor's
+   once an hour, with at least `trend_min_seconds` (2 days) of history, the floor's
    hourly medians over the last `trend_max_seconds` (4 days) are fitted with a line
    through the low quantiles of their first and last thirds. A leak is declared when
    the rise between the thirds stands `trend_sigma` standard errors out of the
@@ -169,7 +169,7 @@ class DetectorConfig:
     """Second lag of the noise estimate (0 disables it): a wander reverting over hours."""
     trend_block_seconds: float = 3600.0
     """The steady-rise test (step 6) works on medians of the floor over blocks this long..."""
-    trend_min_seconds: float = 259200.0
+    trend_min_seconds: float = 172800.0
     """...needs this much history (0 disables the test)..."""
     trend_max_seconds: float = 345600.0
     """...and looks back at most this far."""
