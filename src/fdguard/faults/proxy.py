@@ -303,6 +303,14 @@ class FaultProxy:
             why.append(reason)
             stop.set()
 
+        def reset() -> None:
+            # Count first: once the RSTs are out, a caller may already read the stats.
+            if "reset" not in why:
+                self._count(resets=1)
+            abort_with_rst(u_writer.transport)
+            abort_with_rst(c_writer.transport)
+            end("reset")
+
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
             try:
                 while True:
@@ -326,9 +334,7 @@ class FaultProxy:
                     if cut == "reset":
                         # Reset now, before this loop runs anything else: a reply
                         # the service sends back must not slip through first.
-                        abort_with_rst(u_writer.transport)
-                        abort_with_rst(c_writer.transport)
-                        end(cut)
+                        reset()
                         return
                     if data:
                         await dst.drain()
@@ -351,7 +357,7 @@ class FaultProxy:
                 end("error")
 
         if faults.reset_after == 0:
-            why.append("reset")
+            reset()
         else:
             pumps = [
                 asyncio.ensure_future(pump(c_reader, u_writer, True)),
@@ -372,12 +378,8 @@ class FaultProxy:
             if not why and not both.done():
                 why.append("timeout")
         reason = why[0] if why else "closed"
-        if reason == "reset":
-            # Count first: once the RSTs are out, a caller may already read the stats.
-            self._count(resets=1)
-            abort_with_rst(u_writer.transport)
-            abort_with_rst(c_writer.transport)
-        elif reason == "half_open":
+        # A "reset" was counted and sent by reset(), where it happened.
+        if reason == "half_open":
             # The client left; the service is never told. Hold its side open.
             self._count(held_half_open=1)
             c_writer.transport.abort()
