@@ -85,10 +85,9 @@ def _base_and_noise(rng: random.Random) -> tuple[float, _Noise]:
     return base, _Noise(rng, sigma, wander, rng.uniform(HOUR, 3 * HOUR))
 
 
-def _daily(rng: random.Random, base: float) -> Callable[[float], float]:
-    amp = rng.uniform(0.2, 1.0) * base
-    phase = rng.uniform(0, DAY)
-    day_amp = [amp * rng.uniform(0.85, 1.15) for _ in range(12)]
+def _cycle(day_amp: list[float], phase: float) -> Callable[[float], float]:
+    """A daily cosine from 0 (its trough) to `day_amp[d]` on day d, shifted by
+    `phase`; a day's amplitude changes at its trough, so the cycle stays continuous."""
 
     def f(t: float) -> float:
         return day_amp[int((t + phase) // DAY)] * (
@@ -96,6 +95,12 @@ def _daily(rng: random.Random, base: float) -> Callable[[float], float]:
         )
 
     return f
+
+
+def _daily(rng: random.Random, base: float) -> Callable[[float], float]:
+    amp = rng.uniform(0.2, 1.0) * base
+    phase = rng.uniform(0, DAY)
+    return _cycle([amp * rng.uniform(0.85, 1.15) for _ in range(12)], phase)
 
 
 def _healthy_limit(rng: random.Random, counts: list[int]) -> int:
@@ -219,12 +224,7 @@ def weekly(seed: int) -> Trace:
         for d in range(WEEKLY_DAYS + 1)
     ]
     ts = _times(WEEKLY_DAYS * DAY)
-
-    def cyc(t: float) -> float:
-        return day_amp[int((t + phase) // DAY)] * (
-            0.5 - 0.5 * math.cos(2 * math.pi * (t + phase) / DAY)
-        )
-
+    cyc = _cycle(day_amp, phase)
     return _finish("weekly", seed, ts, [base + cyc(t) + noise() for t in ts], rng)
 
 

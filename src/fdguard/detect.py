@@ -716,7 +716,7 @@ class LeakDetector:
             if ok and k > 1 and c.ongoing_share > 0:
                 ok, why_k = self._ongoing(current - ref_k, k)
             if ok and c.quiet_share > 0:
-                ok, why_k = self._whole_day(current - ref_k, k)
+                ok, why_k = self._whole_day(current - ref_k, k, level)
             if ok:
                 reference = ref_k
                 break
@@ -879,8 +879,9 @@ class LeakDetector:
             return True, ""
         return False, f"the level rose only {d:.0f} fds over the last period"
 
-    def _whole_day(self, rise: float, k: int) -> tuple[bool, str]:
+    def _whole_day(self, rise: float, k: int, peak: float) -> tuple[bool, str]:
         """Did the `rise` over `k` periods lift the whole day, or only its busy hours?
+        (`peak`: the highest count of the last period.)
 
         A leak adds the same fds at every hour of the day. More traffic (a Monday
         after a quiet weekend, a busier day than the last) scales the daily cycle
@@ -923,7 +924,7 @@ class LeakDetector:
             for f in fl[start:]:
                 top = max(top, f)
                 fall = max(fall, top - f)
-            if fall <= c.k_sigma * self._cycle_noise(start) or self._urgent():
+            if fall <= c.k_sigma * self._cycle_noise(start) or self._urgent(peak):
                 return True, ""
             if (len(fl) - lag) * c.bucket_seconds < c.period_seconds / 2:
                 return False, "the level also fell in the last period (a cycle): too early to tell"
@@ -931,11 +932,11 @@ class LeakDetector:
             if lows >= c.quiet_share * rise:
                 return True, ""
             return False, f"the level rose {rise:.0f} fds, its low only {lows:.0f}: more traffic"
-        pairs = ((fl[i - lag], fl[i]) for i in range(start, len(fl)))
-        hours = sorted((before + now, now - before) for before, now in pairs)
-        quarter = len(hours) // 4
+        quarter = (len(fl) - start) // 4
         if quarter < 2 or self._cycle(start) <= c.k_sigma * self._cycle_noise(start):
             return True, ""
+        pairs = ((fl[i - lag], fl[i]) for i in range(start, len(fl)))
+        hours = sorted((before + now, now - before) for before, now in pairs)
         quiet = _median([d for _, d in hours[:quarter]])
         if quiet >= c.quiet_share * rise:
             return True, ""
@@ -961,16 +962,15 @@ class LeakDetector:
                 swing = max(swing, _median(day[half:]) - _median(day[:quarter]))
         return swing
 
-    def _urgent(self) -> bool:
-        """Would the limit come within half a period at the current rate? Then a rise
-        is not kept waiting for the evidence a slower one needs. (Within a whole
-        period, a busy Monday morning's climb passed for urgent on 5 of bench/detect's
-        100 weekly traces.)"""
+    def _urgent(self, peak: float) -> bool:
+        """Would the limit come within half a period, from the last period's `peak`
+        at the current rate? Then a rise is not kept waiting for the evidence a slower
+        one needs. (Within a whole period, a busy Monday morning's climb passed for
+        urgent on 5 of bench/detect's 100 weekly traces.)"""
         c, rate = self.config, self._rate
         if self.limit is None or rate is None or rate.slope_per_s <= 0:
             return False
-        top = max(self._bmaxs[bisect_right(self._bt, self._bt[-1] - c.period_seconds) :])
-        return (self.limit - top) / rate.slope_per_s < c.period_seconds / 2
+        return (self.limit - peak) / rate.slope_per_s < c.period_seconds / 2
 
     def _cycle_noise(self, start: int) -> float:
         """The noise a daily cycle must stand out of: the smaller of `_sigma` and

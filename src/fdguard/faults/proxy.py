@@ -305,8 +305,7 @@ class FaultProxy:
 
         def reset() -> None:
             # Count first: once the RSTs are out, a caller may already read the stats.
-            if "reset" not in why:
-                self._count(resets=1)
+            self._count(resets=1)
             abort_with_rst(u_writer.transport)
             abort_with_rst(c_writer.transport)
             end("reset")
