@@ -36,21 +36,47 @@ def feed(det: LeakDetector, clock: ManualClock, hours: float, level, every: floa
     return v
 
 
-def test_slow_linear_leak_is_found_with_rate_and_eta() -> None:
+def _slow_leak(
+    limit: int | None, hours: float, config: DetectorConfig | None = None
+) -> LeakVerdict:
+    """1 fd/hour from 200, with noise of +-3 fds, sampled every minute (detected_at
+    counts from the first sample)."""
     clock = ManualClock(start=0.0, wall_offset=1_700_000_000.0)
     t0 = clock.time()
     rng = random.Random(1)
-    det = LeakDetector(limit=1024)
-    v = feed(det, clock, 48, lambda t: 200 + (t - t0) / HOUR + rng.randint(-3, 3))
+    det = LeakDetector(limit=limit, config=config)
+    v = feed(det, clock, hours, lambda t: 200 + (t - t0) / HOUR + rng.randint(-3, 3))
+    assert v.detected_at is None or v.detected_at >= t0
+    return dataclasses.replace(v, detected_at=v.detected_at and v.detected_at - t0)
+
+
+def test_slow_linear_leak_is_found_with_rate_and_eta() -> None:
+    v = _slow_leak(300, 48)
     assert v.leak
     assert v.detected_at is not None
     # It needs one full day to rule out a daily cycle, and not much more.
-    assert 24 * HOUR <= v.detected_at - t0 <= 32 * HOUR
+    assert 24 * HOUR <= v.detected_at <= 32 * HOUR
     assert v.rate_per_hour == pytest.approx(1.0, rel=0.15)
     level_now = 200 + 48
-    assert v.eta_seconds == pytest.approx((1024 - level_now) * HOUR, rel=0.2)
+    assert v.eta_seconds == pytest.approx((300 - level_now) * HOUR, rel=0.2)
     assert 0.5 < v.confidence <= 1.0
     assert "never came back" in v.reason
+
+
+def test_a_leak_with_the_limit_far_away_is_confirmed_for_a_day() -> None:
+    """The same leak with the limit a month away (1024) must hold a day instead of
+    3 hours before it is declared; with no limit known, nothing says there is time."""
+    prompt = _slow_leak(300, 48).detected_at
+    assert prompt is not None
+    far = _slow_leak(1024, 72)
+    assert far.leak
+    assert far.detected_at is not None
+    assert prompt + 20 * HOUR <= far.detected_at <= prompt + 22 * HOUR  # 24 h, not 3
+    assert far.eta_seconds == pytest.approx((1024 - 272) * HOUR, rel=0.2)
+    unpatient = _slow_leak(1024, 48, PROMPT).detected_at
+    assert unpatient is not None
+    assert abs(unpatient - prompt) <= 3600  # (at 300, a dip of the rate can cost a bucket)
+    assert _slow_leak(None, 48).detected_at == unpatient
 
 
 def test_flat_noisy_series_never_fires() -> None:
@@ -190,6 +216,10 @@ def test_steady_rise_tells_a_line_from_a_step_and_a_cycle() -> None:
     assert steady_rise([1.0] * 11) is None
 
 
+PROMPT = DetectorConfig(patient_eta_seconds=0)
+"""No patience however far the limit (step 7): for tests of the other steps."""
+
+
 def _churn(rng: random.Random, extra: Callable[[float], float]) -> Callable[[float], int]:
     """A series under heavy churn (sd 200 fds around 1,000), one sample per 2 min."""
     return lambda t: round(1000 + extra(t) + rng.gauss(0, 200))
@@ -208,14 +238,15 @@ def _replay(
 def test_a_slow_leak_under_heavy_churn_is_found_by_the_steady_rise_test() -> None:
     """2 fds/hour under noise of 200 fds: the rise per day stays inside the noise of
     the day-over-day comparison, but days of it make a line out of the noise."""
-    v = _replay(_churn(random.Random(7), lambda t: 2.0 * t / HOUR), 5)
+    # (The limit is years away at this rate, which earns a day of patience: off here.)
+    v = _replay(_churn(random.Random(7), lambda t: 2.0 * t / HOUR), 5, PROMPT)
     assert v.leak
     assert v.detected_at is not None
     assert v.detected_at >= 48 * HOUR  # the test needs two days of history
     assert v.rate_per_hour is not None
     assert v.rate_per_hour == pytest.approx(2.0, rel=0.5)
     # ...and it is that test that found it:
-    off = DetectorConfig(trend_min_seconds=0)
+    off = DetectorConfig(trend_min_seconds=0, patient_eta_seconds=0)
     assert not _replay(_churn(random.Random(7), lambda t: 2.0 * t / HOUR), 5, off).leak
 
 
@@ -230,7 +261,10 @@ def test_a_one_off_step_under_heavy_churn_is_not_a_steady_rise(seed: int) -> Non
     v = _replay(_churn(random.Random(seed), pool), 5)
     assert not v.leak, v.reason
     loose = DetectorConfig(
-        trend_line_gain=-math.inf, trend_halves=-math.inf, trend_beside_step=-math.inf
+        trend_line_gain=-math.inf,
+        trend_halves=-math.inf,
+        trend_beside_step=-math.inf,
+        patient_eta_seconds=0,
     )
     stepped = _replay(_churn(random.Random(seed), pool), 5, loose)
     assert stepped.leak  # without the line-vs-step, halves and beside-step tests it would fire
@@ -256,12 +290,15 @@ def test_more_traffic_on_monday_is_not_a_leak_but_a_leak_still_is() -> None:
     whole-day test does not delay it."""
     v = _replay(_weekdays(0.0), 6.5)
     assert not v.leak, v.reason
-    anyhour = DetectorConfig(quiet_share=0)
+    # (With the limit far away, a day of patience holds Monday too: off here.)
+    v = _replay(_weekdays(0.0), 6.5, PROMPT)
+    assert not v.leak, v.reason
+    anyhour = DetectorConfig(quiet_share=0, patient_eta_seconds=0)
     monday = _replay(_weekdays(0.0), 6.5, anyhour)
     assert monday.leak  # compared hour for hour alone, Monday looks like a leak
     assert monday.detected_at is not None
     assert 4 * 86400 < monday.detected_at < 5 * 86400
-    leak = _replay(_weekdays(4.0), 6.5)
+    leak = _replay(_weekdays(4.0), 6.5, PROMPT)
     assert leak.leak, leak.reason
     assert leak.detected_at is not None
     assert leak.detected_at < 4.5 * 86400  # the weekend's dip hid it until Monday...
@@ -285,7 +322,7 @@ def test_a_leak_that_will_exhaust_within_hours_does_not_wait_for_the_quiet_hours
     anyhour = _cycle_then_leak(1400, DetectorConfig(quiet_share=0))
     assert anyhour is not None
     assert _cycle_then_leak(1400) == anyhour  # the limit is near: no waiting
-    roomy = _cycle_then_leak(100_000)  # far: the quiet hours are compared first
+    roomy = _cycle_then_leak(100_000, PROMPT)  # far: the quiet hours are compared first
     assert roomy is not None
     assert anyhour + 6 * HOUR < roomy < 3 * 86400
 
