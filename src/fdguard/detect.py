@@ -92,7 +92,7 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
    `patient_eta_seconds` (3 days), the test that holds must have held
    `patient_factor` (8) times its persistence, a day instead of 3 hours. That is
    where both tests' false alarms lie, and a day costs nothing against such an ETA
-   (see `_sure`).
+   (see `_patience`).
 
 The growth rate comes from the day-over-day change of the level, in which a daily
 cycle cancels (see `_estimate_rate`); the ETA is (soft limit - highest count of the
@@ -750,11 +750,10 @@ class LeakDetector:
         steady = self._detected_at is None and not ok and self._steady(t, history)
         if self._by_trend:
             self._steady(t, history)  # keeps the trend's slope fresh for the rate
-        if (
-            self._detected_at is None
-            and (self._streak >= c.persist or steady)
-            and self._sure(t, level, steady)
-        ):
+        waiting = None  # the ETA that earns patience (step 7)
+        if self._detected_at is None and (self._streak >= c.persist or steady):
+            waiting = self._patience(t, level, steady)
+        if self._detected_at is None and (self._streak >= c.persist or steady) and waiting is None:
             self._detected_at = now
             self._reference = reference
             self._by_trend = steady
@@ -769,12 +768,18 @@ class LeakDetector:
                 else f"leak declared earlier; now: {why}"
             )
         elif ok:
-            why = f"floor rising ({rise:.1f} fds over the reference), confirming"
+            why = f"floor rising ({rise:.1f} fds over the reference)"
+            why += ", confirming" if waiting is None else ""
+        if waiting is not None:
+            far = "" if math.isinf(waiting) else f" {waiting / 86400:.0f} days"
+            why += f"; the limit is{far} away at that rate: confirming for longer"
         self._publish(now, level=level, current=current, reference=reference, reason=why)
 
-    def _sure(self, t: float, peak: float, steady: bool) -> bool:
-        """Step 7: has a rise that passed step 5 or 6 held long enough for its ETA?
-        (`peak`: the highest count of the last period; `steady`: step 6 holds.)
+    def _patience(self, t: float, peak: float, steady: bool) -> float | None:
+        """Step 7: must a rise that passed step 5 or 6 hold longer, its limit being far?
+        The ETA that earns it that patience (inf if the rate is not positive), or None
+        if it may be declared now. (`peak`: the highest count of the last period;
+        `steady`: step 6 holds.)
 
         With the soft limit more than `patient_eta_seconds` away at the rate the
         leak would be announced with (the same as `_publish`'s), the test that holds
@@ -789,15 +794,16 @@ class LeakDetector:
         """
         c = self.config
         if not c.patient_eta_seconds or self.limit is None:
-            return True
+            return None
         f = c.patient_factor
         if self._streak >= c.persist * f or (steady and self._trend_streak >= c.trend_persist * f):
-            return True
+            return None
         rate = self._estimate_rate(t)
         slope = rate.slope_per_s if rate else 0.0
         if steady:
             slope = max(slope, self._trend_slope)
-        return slope > 0 and (self.limit - peak) / slope <= c.patient_eta_seconds
+        eta = (self.limit - peak) / slope if slope > 0 else math.inf
+        return eta if eta > c.patient_eta_seconds else None
 
     def _steady(self, t: float, history: float) -> bool:
         """Step 6, once per block: has the floor risen steadily for days?"""

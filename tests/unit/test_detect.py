@@ -68,6 +68,9 @@ def test_a_leak_with_the_limit_far_away_is_confirmed_for_a_day() -> None:
     3 hours before it is declared; with no limit known, nothing says there is time."""
     prompt = _slow_leak(300, 48).detected_at
     assert prompt is not None
+    pending = _slow_leak(1024, prompt / HOUR + 2)
+    assert not pending.leak
+    assert "days away at that rate: confirming for longer" in pending.reason
     far = _slow_leak(1024, 72)
     assert far.leak
     assert far.detected_at is not None
