@@ -71,6 +71,8 @@ async def worker(host: str, port: int, st: Stats, stop: asyncio.Event, bound: in
                 await asyncio.sleep(0.01)
                 continue
         assert reader is not None
+        if st.requests >= bound or stop.is_set():
+            break  # another worker took the last request while this one waited
         st.requests += 1
         t0 = time.time()
         m0 = time.monotonic()
