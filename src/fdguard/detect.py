@@ -63,8 +63,9 @@ recycled); a leak raises the floor itself. So the detector looks only at floors:
    the level lasting an hour or two is not a leak, nor is a one-off step under heavy
    churn that a cluster of bursts lifts further for a while (2 h let such steps
    through in bench/detect's churn_step class; 3 h costs about an hour of delay).
-   The verdict is latched: once a leak is declared, `detected_at` is fixed (fds that
-   leaked do not come back); rate and ETA keep being refreshed.
+   (A day when the limit is more than 3 days away: step 7.) The verdict is
+   latched: once a leak is declared, `detected_at` is fixed (fds that leaked do
+   not come back); rate and ETA keep being refreshed.
 
 6. A second, slower test for a small leak under heavy churn, whose rise per period
    stays inside the noise of steps 1-4 but adds up over days (see `steady_rise`):
