@@ -173,7 +173,12 @@ def _human(v: LeakVerdict, kind: str | None, kinds: dict[str, LeakVerdict]) -> l
 
 @click.command("analyze", epilog=HELP_EPILOG)
 @click.argument("series", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--limit", type=click.IntRange(min=1), help="Soft fd limit (for the ETA).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Soft fd limit, for the ETA. A leak whose limit is more than 3 days away must "
+    "hold a day, not 3 hours, before it is declared (all durations scale with --period).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--period",
