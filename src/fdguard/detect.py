@@ -251,6 +251,10 @@ class LeakVerdict:
     reference: float | None = None
     """The highest level between one period and half a period ago (or the one that fired)."""
     samples: int = 0
+    confirming: bool = False
+    """Not a leak (yet), but one of the tests holds and is being confirmed: it must
+    hold `persist` bucket closes (3 h) or `trend_persist` hours, a day when the limit
+    is far (step 7)."""
 
     def to_json(self) -> dict[str, Any]:
         """The `fdguard analyze --json` object (DESIGN.md contract, plus extras)."""
@@ -265,6 +269,7 @@ class LeakVerdict:
             "floor": _round(self.floor),
             "reference": _round(self.reference),
             "samples": self.samples,
+            "confirming": self.confirming,
         }
 
 
@@ -1189,6 +1194,7 @@ class LeakDetector:
             floor=current,
             reference=reference if reference is not None else self._reference,
             samples=self._n,
+            confirming=not leak and (self._streak > 0 or self._trend_streak > 0),
         )
 
 

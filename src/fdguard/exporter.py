@@ -87,6 +87,11 @@ class WatchCollector(Collector):
         confidence = GaugeMetricFamily(
             "fdguard_leak_confidence", "The detector's confidence (0..1).", labels=_LABELS
         )
+        confirming = GaugeMetricFamily(
+            "fdguard_leak_confirming",
+            "1 while a rise of the total is being confirmed (not yet called a leak).",
+            labels=_LABELS,
+        )
         rate = GaugeMetricFamily(
             "fdguard_leak_rate_per_hour",
             "Estimated fd growth in fds per hour (while a leak is called).",
@@ -126,6 +131,8 @@ class WatchCollector(Collector):
             if verdict is not None:
                 leak.add_metric(lv, 1.0 if verdict.leak else 0.0)
                 confidence.add_metric(lv, float(verdict.confidence))
+                held = bool(getattr(verdict, "confirming", False))  # LeakVerdict's
+                confirming.add_metric(lv, 1.0 if held else 0.0)
                 if verdict.leak and verdict.rate_per_hour is not None:
                     rate.add_metric(lv, float(verdict.rate_per_hour))
                 if verdict.leak and verdict.eta_seconds is not None:
@@ -143,7 +150,8 @@ class WatchCollector(Collector):
             "Processes followed but left out of this scrape (over max_targets).",
         )
         left_out.add_metric([], float(dropped))
-        yield from (open_fds, max_fds, hard, by_kind, by_state, leak, confidence, rate, eta)
+        yield from (open_fds, max_fds, hard, by_kind, by_state, leak, confidence, confirming)
+        yield from (rate, eta)
         yield from (kind_leak, firing, samples, targets, left_out)
 
 

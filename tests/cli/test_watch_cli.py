@@ -12,11 +12,14 @@ from pathlib import Path
 from click.testing import CliRunner
 from rich.console import Console
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from fdguard.cli.main import cli
 from fdguard.cli.watch_cmd import live_table
 from fdguard.clock import ManualClock
+from fdguard.exporter import WatchCollector
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
-from fdguard.watch import Watcher
+from fdguard.watch import WatchConfig, Watcher
 
 IDLE = [sys.executable, "-c", "print('ready', flush=True); import sys; sys.stdin.read()"]
 
@@ -146,6 +149,48 @@ def test_live_table_renders_what_an_operator_needs(spawn) -> None:
         assert col in text
     assert str(child.pid) in text
     assert "pipe" in text
+
+
+def test_a_rise_being_confirmed_shows_in_the_table_and_the_metrics(spawn) -> None:
+    """A 30 fd/h leak with the limit (4096) days away: once the floor has risen for a
+    day it must hold a day more before it is called (the detector's step 7). In
+    between, the live table says "confirming" and fdguard_leak_confirming is 1."""
+    child = spawn(["prlimit", "--nofile=4096:4096", *IDLE])
+    clock = ManualClock(start=0.0)
+    w = Watcher(
+        TargetSet([TargetSpec(SpecKind.PID, str(child.pid))]),
+        config=WatchConfig(interval=60.0, snapshot_every=6 * 3600.0, rescan_every=600.0),
+        clock=clock,
+        count_fn=lambda pid: 100 + int(clock.monotonic() / 120) + int(clock.monotonic()) % 7,
+    )
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(WatchCollector(w.views))
+
+    def shown() -> tuple[str, str]:
+        buf = io.StringIO()
+        Console(file=buf, width=200).print(live_table(w.views()))
+        line = next(x for x in generate_latest(reg).decode().splitlines()
+                    if x.startswith("fdguard_leak_confirming{"))
+        return buf.getvalue(), line.split()[-1]
+
+    states = []
+    for _hour in range(72):
+        w.run(duration=3600.0)
+        v = w.views()[0].verdict
+        assert v is not None
+        table, gauge = shown()
+        state = "leak" if v.leak else "confirming" if "confirming" in table else "no"
+        assert gauge == ("1.0" if state == "confirming" else "0.0"), (state, gauge)
+        if state == "leak":
+            assert "YES" in table
+        states.append(state)
+        if v.leak:
+            break
+    assert states[-1] == "leak"
+    # no -> confirming (for about a day) -> leak, never back.
+    first = states.index("confirming")
+    assert states[:first] == ["no"] * first
+    assert 20 <= states.count("confirming") == len(states) - first - 1 <= 24
 
 
 def test_export_metrics_endpoint_answers_while_running(spawn) -> None:

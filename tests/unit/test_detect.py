@@ -71,8 +71,12 @@ def test_a_leak_with_the_limit_far_away_is_confirmed_for_a_day() -> None:
     pending = _slow_leak(1024, prompt / HOUR + 2)
     assert not pending.leak
     assert "days away at that rate: confirming for longer" in pending.reason
+    assert pending.confirming
+    assert pending.to_json()["confirming"] is True
+    assert not _slow_leak(1024, 12).confirming  # nothing to confirm yet
     far = _slow_leak(1024, 72)
     assert far.leak
+    assert not far.confirming  # called
     assert far.detected_at is not None
     assert prompt + 20 * HOUR <= far.detected_at <= prompt + 22 * HOUR  # 24 h, not 3
     assert far.eta_seconds == pytest.approx((1024 - 272) * HOUR, rel=0.2)

@@ -284,13 +284,14 @@ def live_table(views: tuple[TargetView, ...]) -> Table:
     for v in views:
         share = f"{v.count / v.soft_limit:.0%}" if v.count is not None and v.soft_limit else "-"
         verdict = v.verdict
-        leak = (
-            "-"
-            if verdict is None
-            else (
-                f"YES {verdict.confidence:.0%}" if verdict.leak else f"no {verdict.confidence:.0%}"
-            )
-        )
+        if verdict is None:
+            leak = "-"
+        elif verdict.leak:
+            leak = f"YES {verdict.confidence:.0%}"
+        elif getattr(verdict, "confirming", False):  # a rise that must hold a while yet
+            leak = "confirming"
+        else:
+            leak = f"no {verdict.confidence:.0%}"
         rate = (
             f"{verdict.rate_per_hour:.0f}"
             if verdict and verdict.leak and verdict.rate_per_hour
