@@ -10,9 +10,8 @@ import urllib.request
 from pathlib import Path
 
 from click.testing import CliRunner
-from rich.console import Console
-
 from prometheus_client import CollectorRegistry, generate_latest
+from rich.console import Console
 
 from fdguard.cli.main import cli
 from fdguard.cli.watch_cmd import live_table
