@@ -758,13 +758,13 @@ class LeakDetector:
             self._steady(t, history)  # keeps the trend's slope fresh for the rate
         waiting = None  # the ETA that earns patience (step 7)
         if self._detected_at is None and (self._streak >= c.persist or steady):
-            waiting = self._patience(t, level, steady)
-        if self._detected_at is None and (self._streak >= c.persist or steady) and waiting is None:
-            self._detected_at = now
-            self._reference = reference
-            self._by_trend = steady
-            self._rate = self._estimate_rate(t)  # fresh, for the ETA announced now
-            self._rate_at = t
+            fresh = self._estimate_rate(t)  # for the ETA announced now, or awaited
+            waiting = self._patience(self._announced(fresh, steady), level, steady)
+            if waiting is None:
+                self._detected_at = now
+                self._reference = reference
+                self._by_trend = steady
+                self._rate, self._rate_at = fresh, t
         if steady:
             why = self._trend_why
         elif self._detected_at is not None:
@@ -777,18 +777,18 @@ class LeakDetector:
             why = f"floor rising ({rise:.1f} fds over the reference)"
             why += ", confirming" if waiting is None else ""
         if waiting is not None:
-            far = "" if math.isinf(waiting) else f" {waiting / 86400:.0f} days"
-            why += f"; the limit is{far} away at that rate: confirming for longer"
+            ahead = "out of reach" if math.isinf(waiting) else f"{waiting / 86400:.0f} days away"
+            why += f"; the limit is {ahead} at that rate: confirming for longer"
         self._publish(now, level=level, current=current, reference=reference, reason=why)
 
-    def _patience(self, t: float, peak: float, steady: bool) -> float | None:
+    def _patience(self, rate: _Rate | None, peak: float, steady: bool) -> float | None:
         """Step 7: must a rise that passed step 5 or 6 hold longer, its limit being far?
         The ETA that earns it that patience (inf if the rate is not positive), or None
-        if it may be declared now. (`peak`: the highest count of the last period;
-        `steady`: step 6 holds.)
+        if it may be declared now. (`rate`: the one it would be announced with;
+        `peak`: the highest count of the last period; `steady`: step 6 holds.)
 
-        With the soft limit more than `patient_eta_seconds` away at the rate the
-        leak would be announced with (the same as `_publish`'s), the test that holds
+        With the soft limit more than `patient_eta_seconds` away at that rate, the
+        test that holds
         must have held `patient_factor` times its own persistence. An alarm days
         before it matters gains nothing from coming a few hours earlier, and this is
         where the false alarms of the two tests lie: on bench/detect's churn_step
@@ -804,12 +804,18 @@ class LeakDetector:
         f = c.patient_factor
         if self._streak >= c.persist * f or (steady and self._trend_streak >= c.trend_persist * f):
             return None
-        rate = self._estimate_rate(t)
         slope = rate.slope_per_s if rate else 0.0
-        if steady:
-            slope = max(slope, self._trend_slope)
         eta = (self.limit - peak) / slope if slope > 0 else math.inf
         return eta if eta > c.patient_eta_seconds else None
+
+    def _announced(self, rate: _Rate | None, by_trend: bool) -> _Rate | None:
+        """The rate a leak is announced with: `rate` (the day-over-day change), or for
+        one declared by step 6 the steady-rise line's slope where that is larger
+        (under churn this heavy the day-over-day change can be anything; the
+        days-long line is the better rate)."""
+        if by_trend and (rate is None or rate.slope_per_s < self._trend_slope):
+            return _Rate(self._trend_slope, rate.tstat if rate else 0.0)
+        return rate
 
     def _steady(self, t: float, history: float) -> bool:
         """Step 6, once per block: has the floor risen steadily for days?"""
@@ -1155,11 +1161,7 @@ class LeakDetector:
         reason: str,
     ) -> None:
         leak = self._detected_at is not None
-        rate = self._rate
-        if self._by_trend and (rate is None or rate.slope_per_s < self._trend_slope):
-            # Declared by step 6: under churn this heavy the day-over-day change can
-            # be anything; the days-long line is the better rate.
-            rate = _Rate(self._trend_slope, rate.tstat if rate else 0.0)
+        rate = self._announced(self._rate, self._by_trend)
         rate_h = None if rate is None else rate.slope_per_s * 3600
         eta = None
         if leak and self.limit is not None and rate is not None:
