@@ -2,6 +2,10 @@
 
 Methods, all run on the same traces in one run:
   fdguard   fdguard.detect.LeakDetector (default config), online; alarm = detected_at
+  watch     what `fdguard watch` alerts on by default: the first alert of
+            fdguard.alerts.AlertEngine with its default rules, fed the same detector's
+            verdicts (the threshold rule, 80% of the soft limit on 3 samples in a
+            row, beside the rules on the verdict: trend, rate, ETA)
   static80  count >= 80% of the soft limit at any sample (no `for`: the earliest it can be)
   predlin   the kube-prometheus FdExhaustionClose rule
               predict_linear(fd_utilization[1h], 3600 * 4) > 1   for: 10m
@@ -37,19 +41,29 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import traces
 
+from fdguard.alerts import AlertEngine, Observation
 from fdguard.detect import LeakDetector
+from fdguard.model import ProcessRef
 
-METHODS = ("fdguard", "static80", "predlin")
+METHODS = ("fdguard", "watch", "static80", "predlin")
+_REF = ProcessRef(pid=1, start_time=0)
 
 
-def fdguard_alarm(tr: traces.Trace) -> tuple[float | None, float | None]:
-    """The detection time and the ETA the detector gave at that moment."""
+def fdguard_alarm(tr: traces.Trace) -> tuple[float | None, float | None, float | None]:
+    """The detection time, the ETA the detector gave at that moment, and the time of
+    the first alert `fdguard watch`'s default rules raise over the same verdicts."""
     det = LeakDetector(limit=tr.limit)
+    engine = AlertEngine()
+    detected = eta = alerted = None
     for t, c in zip(tr.times, tr.counts, strict=True):
         v = det.update(t, c)
-        if v.detected_at is not None:
-            return v.detected_at, v.eta_seconds
-    return None, None
+        if alerted is None and engine.evaluate(Observation(_REF, "trace", t, c, tr.limit, v)):
+            alerted = t
+        if detected is None and v.detected_at is not None:
+            detected, eta = v.detected_at, v.eta_seconds
+        if detected is not None and alerted is not None:
+            break
+    return detected, eta, alerted
 
 
 def static_alarm(tr: traces.Trace, share: float = 0.8) -> float | None:
@@ -107,9 +121,10 @@ class Outcome:
 def judge(job: tuple[str, int, float]) -> Outcome:
     cls, seed, traces.DT = job  # DT: the sampling interval of this run
     tr = traces.make(cls, seed)
-    at, eta = fdguard_alarm(tr)
+    at, eta, alerted = fdguard_alarm(tr)
     alarms = {
         "fdguard": at,
+        "watch": alerted,
         "static80": static_alarm(tr),
         "predlin": predict_linear_alarm(tr),
     }
@@ -123,7 +138,7 @@ def _hours(x: float) -> str:
 
 def report(outcomes: list[Outcome], classes: list[str]) -> str:
     lines = []
-    head = f"{'class':<12} {'n':>4} " + " ".join(f"{m:>30}" for m in METHODS)
+    head = f"{'class':<12} {'n':>4} " + " ".join(f"{m:>29}" for m in METHODS)
     lines.append("HEALTHY: false-alarm rate (traces with any alarm)")
     lines.append(head)
     for cls in classes:
@@ -133,7 +148,7 @@ def report(outcomes: list[Outcome], classes: list[str]) -> str:
         cells = []
         for m in METHODS:
             fa = sum(o.alarms[m] is not None for o in rows)
-            cells.append(f"{fa / len(rows):>6.1%} ({fa:>3}/{len(rows)})".rjust(30))
+            cells.append(f"{fa / len(rows):>6.1%} ({fa:>3}/{len(rows)})".rjust(29))
         lines.append(f"{cls:<12} {len(rows):>4} " + " ".join(cells))
     lines.append("")
     lines.append(
@@ -165,7 +180,7 @@ def report(outcomes: list[Outcome], classes: list[str]) -> str:
             med = statistics.median(delays)
             lead = statistics.median(leads) if leads else 0.0
             cells.append(
-                f"{det / len(rows):.0%} e{early} d={_hours(med)} lead={_hours(lead)}".rjust(30)
+                f"{det / len(rows):.0%} e{early} d={_hours(med)} lead={_hours(lead)}".rjust(29)
             )
         lines.append(f"{cls:<12} {len(rows):>4} " + " ".join(cells))
     lines.append("")

@@ -1,0 +1,65 @@
+"""bench/detect/run.py's `watch` column: the first alert of `fdguard watch`'s default rules
+over the detector's verdicts, on real traces of the bench's generator."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "detect"
+
+
+def _load_run() -> ModuleType:
+    # run.py puts its own folder on sys.path to import traces.py, as when run as a script.
+    spec = importlib.util.spec_from_file_location("fdguard_bench_run", BENCH / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+run = _load_run()
+
+
+def _third_in_a_row_at(share: float, tr: object) -> float | None:
+    """When the count has been at or above `share` of the limit on 3 samples in a row."""
+    level, streak = share * tr.limit, 0  # type: ignore[attr-defined]
+    for t, c in zip(tr.times, tr.counts, strict=True):  # type: ignore[attr-defined]
+        streak = streak + 1 if c >= level else 0
+        if streak == 3:
+            return float(t)
+    return None
+
+
+def test_a_leak_the_detector_misses_is_alerted_on_by_the_threshold_rule() -> None:
+    # A big daily cycle near the limit: EMFILE at 58 h; the leak never stands out.
+    tr = run.traces.make("storm_step", 17026)
+    detected, eta, alerted = run.fdguard_alarm(tr)
+    assert detected is None
+    assert eta is None
+    assert alerted is not None
+    assert alerted == _third_in_a_row_at(0.8, tr)
+    s80 = run.static_alarm(tr)
+    assert s80 is not None
+    assert s80 <= alerted
+
+
+def test_a_leak_the_detector_finds_first_is_alerted_on_when_it_is_declared() -> None:
+    tr = run.traces.make("linear", 4)  # detected at 26.9 h, 80% reached at 72.5 h
+    detected, eta, alerted = run.fdguard_alarm(tr)
+    assert detected is not None
+    assert eta is not None
+    assert eta > 0
+    threshold = _third_in_a_row_at(0.8, tr)
+    assert threshold is None or detected < threshold
+    assert alerted == detected
+
+
+def test_a_healthy_trace_raises_no_alert() -> None:
+    detected, _, alerted = run.fdguard_alarm(run.traces.make("weekly", 0))
+    assert detected is None
+    assert alerted is None
