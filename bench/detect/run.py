@@ -213,7 +213,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--classes", default=",".join(traces.HEALTHY + traces.LEAKING))
     ap.add_argument("--first-seed", type=int, default=0)
-    ap.add_argument("--list", action="store_true", help="list fdguard's false alarms and misses")
+    ap.add_argument(
+        "--list", action="store_true", help="list fdguard's and watch's false alarms and misses"
+    )
     ap.add_argument(
         "--dt",
         type=float,
@@ -232,13 +234,15 @@ def main() -> None:
         outcomes = [judge(j) for j in jobs]
     print(report(outcomes, classes))
     if args.list:
-        print("\nfdguard's false alarms (healthy) and misses (leaking), as class/seed:")
-        for o in outcomes:
-            a = o.alarms["fdguard"]
-            if (not o.leaking and a is not None) or (
-                o.leaking and (a is None or (o.onset is not None and a < o.onset))
-            ):
-                print(f"  {o.cls}/{o.seed}" + ("" if a is None else f" alarm at {a / 3600:.1f} h"))
+        for m in ("fdguard", "watch"):
+            print(f"\n{m}'s false alarms (healthy) and misses (leaking), as class/seed:")
+            for o in outcomes:
+                a = o.alarms[m]
+                if (not o.leaking and a is not None) or (
+                    o.leaking and (a is None or (o.onset is not None and a < o.onset))
+                ):
+                    at = "" if a is None else f" alarm at {a / 3600:.1f} h"
+                    print(f"  {o.cls}/{o.seed}{at}")
     print(
         f"\n{len(jobs)} traces ({args.per_class} per class, seeds {args.first_seed}.."
         f"{args.first_seed + args.per_class - 1}, a sample every {args.dt:g} s), "
