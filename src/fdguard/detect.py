@@ -255,6 +255,9 @@ class LeakVerdict:
     """Not a leak (yet), but one of the tests holds and is being confirmed: it must
     hold `persist` bucket closes (3 h) or `trend_persist` hours, a day when the limit
     is far (step 7)."""
+    warmup_left: float | None = None
+    """Seconds of history the detector still needs before it judges at all (the first
+    period); None once it judges. Until then "no leak" means "too early to tell"."""
 
     def to_json(self) -> dict[str, Any]:
         """The `fdguard analyze --json` object (DESIGN.md contract, plus extras)."""
@@ -270,6 +273,7 @@ class LeakVerdict:
             "reference": _round(self.reference),
             "samples": self.samples,
             "confirming": self.confirming,
+            "warmup_left": _round(self.warmup_left),
         }
 
 
@@ -535,6 +539,7 @@ class LeakDetector:
             eta_seconds=None,
             confidence=0.0,
             reason="no samples yet",
+            warmup_left=c.period_seconds,
         )
 
     @property
@@ -699,13 +704,15 @@ class LeakDetector:
         current = fl[-1]
 
         if history < c.period_seconds:
-            left = (c.period_seconds - history) / 3600
+            left = c.period_seconds - history
             self._publish(
                 now,
                 level=level,
                 current=current,
                 reference=None,
-                reason=f"warming up: {left:.1f} h more history needed to rule out a daily cycle",
+                reason=f"warming up: {left / 3600:.1f} h more history needed to rule out a"
+                " daily cycle",
+                warmup_left=left,
             )
             return
 
@@ -1159,6 +1166,7 @@ class LeakDetector:
         current: float,
         reference: float | None,
         reason: str,
+        warmup_left: float | None = None,
     ) -> None:
         leak = self._detected_at is not None
         rate = self._announced(self._rate, self._by_trend)
@@ -1197,6 +1205,7 @@ class LeakDetector:
             reference=reference if reference is not None else self._reference,
             samples=self._n,
             confirming=not leak and (self._streak > 0 or self._trend_streak > 0),
+            warmup_left=warmup_left,
         )
 
 

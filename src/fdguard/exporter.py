@@ -92,6 +92,11 @@ class WatchCollector(Collector):
             "1 while a rise of the total is being confirmed (not yet called a leak).",
             labels=_LABELS,
         )
+        warmup = GaugeMetricFamily(
+            "fdguard_leak_warmup_seconds",
+            "Seconds of history the detector still needs before it judges (0 once it does).",
+            labels=_LABELS,
+        )
         rate = GaugeMetricFamily(
             "fdguard_leak_rate_per_hour",
             "Estimated fd growth in fds per hour (while a leak is called).",
@@ -133,6 +138,8 @@ class WatchCollector(Collector):
                 confidence.add_metric(lv, float(verdict.confidence))
                 held = bool(getattr(verdict, "confirming", False))  # LeakVerdict's
                 confirming.add_metric(lv, 1.0 if held else 0.0)
+                left = getattr(verdict, "warmup_left", None)  # LeakVerdict's
+                warmup.add_metric(lv, float(left or 0.0))
                 if verdict.leak and verdict.rate_per_hour is not None:
                     rate.add_metric(lv, float(verdict.rate_per_hour))
                 if verdict.leak and verdict.eta_seconds is not None:
@@ -151,7 +158,7 @@ class WatchCollector(Collector):
         )
         left_out.add_metric([], float(dropped))
         yield from (open_fds, max_fds, hard, by_kind, by_state, leak, confidence, confirming)
-        yield from (rate, eta)
+        yield from (warmup, rate, eta)
         yield from (kind_leak, firing, samples, targets, left_out)
 
 

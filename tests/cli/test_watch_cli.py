@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 import urllib.request
@@ -153,7 +154,9 @@ def test_live_table_renders_what_an_operator_needs(spawn) -> None:
 def test_a_rise_being_confirmed_shows_in_the_table_and_the_metrics(spawn) -> None:
     """A 30 fd/h leak with the limit (4096) days away: once the floor has risen for a
     day it must hold a day more before it is called (the detector's step 7). In
-    between, the live table says "confirming" and fdguard_leak_confirming is 1."""
+    between, the live table says "confirming" and fdguard_leak_confirming is 1. On the
+    first day, before the detector can judge, it says "learning" with the hours left,
+    as fdguard_leak_warmup_seconds does."""
     child = spawn(["prlimit", "--nofile=4096:4096", *IDLE])
     clock = ManualClock(start=0.0)
     w = Watcher(
@@ -165,19 +168,29 @@ def test_a_rise_being_confirmed_shows_in_the_table_and_the_metrics(spawn) -> Non
     reg = CollectorRegistry(auto_describe=False)
     reg.register(WatchCollector(w.views))
 
-    def shown() -> tuple[str, str]:
+    def shown() -> tuple[str, str, float]:
         buf = io.StringIO()
         Console(file=buf, width=200).print(live_table(w.views()))
-        line = next(x for x in generate_latest(reg).decode().splitlines()
-                    if x.startswith("fdguard_leak_confirming{"))
-        return buf.getvalue(), line.split()[-1]
+        lines = generate_latest(reg).decode().splitlines()
+        line = next(x for x in lines if x.startswith("fdguard_leak_confirming{"))
+        warm = next(x for x in lines if x.startswith("fdguard_leak_warmup_seconds{"))
+        return buf.getvalue(), line.split()[-1], float(warm.split()[-1])
 
     states = []
-    for _hour in range(72):
+    for hour in range(72):
         w.run(duration=3600.0)
         v = w.views()[0].verdict
         assert v is not None
-        table, gauge = shown()
+        table, gauge, warmup = shown()
+        if "learning" in table:  # the first day: too early to tell, and it says so
+            assert v.warmup_left is not None
+            assert f"learning {math.ceil(v.warmup_left / 3600)}h" in table
+            assert warmup == v.warmup_left
+            assert 0 < warmup <= 24 * 3600 - hour * 3600
+            assert "no " not in table
+            states.append("learning")
+            continue
+        assert warmup == 0.0
         state = "leak" if v.leak else "confirming" if "confirming" in table else "no"
         assert gauge == ("1.0" if state == "confirming" else "0.0"), (state, gauge)
         if state == "leak":
@@ -186,9 +199,12 @@ def test_a_rise_being_confirmed_shows_in_the_table_and_the_metrics(spawn) -> Non
         if v.leak:
             break
     assert states[-1] == "leak"
-    # no -> confirming (for about a day) -> leak, never back.
+    # learning (the first day) -> no -> confirming (for about a day) -> leak, never back.
+    judged = states.count("learning")
+    assert states[:judged] == ["learning"] * judged
+    assert judged == 23  # the 24th hour closes the bucket that ends a whole period
     first = states.index("confirming")
-    assert states[:first] == ["no"] * first
+    assert states[judged:first] == ["no"] * (first - judged)  # (none: 30 fd/h shows at once)
     assert 20 <= states.count("confirming") == len(states) - first - 1 <= 24
 
 

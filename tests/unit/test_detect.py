@@ -7,6 +7,7 @@ import json
 import math
 import random
 from collections.abc import Callable
+from itertools import pairwise
 
 import pytest
 
@@ -103,6 +104,25 @@ def test_nothing_is_declared_in_the_first_period() -> None:
         v = det.update(i * 60.0, 100 + i)  # a steep rise, but could be a morning ramp
     assert not v.leak
     assert "warming up" in v.reason
+
+
+def test_the_first_period_says_how_long_until_it_judges() -> None:
+    det = LeakDetector(limit=1000)
+    assert det.verdict.warmup_left == 86400.0
+    clock = ManualClock(start=0.0)
+    lefts = []
+    for _hour in range(26):
+        v = feed(det, clock, 1, lambda t: 100)
+        lefts.append(v.warmup_left)
+        assert (v.to_json()["warmup_left"] is None) == (v.warmup_left is None)
+    judged = [x is None for x in lefts]
+    # It counts down by an hour each hour, and judges once the bucket that ends a
+    # whole period after the first sample has closed (in the 25th hour).
+    assert judged == [False] * 24 + [True] * 2
+    assert all(a - b == pytest.approx(3600.0) for a, b in pairwise(lefts[:24]))
+    assert lefts[23] == 300.0  # one bucket to go
+    assert not v.leak
+    assert "warming up" not in v.reason
 
 
 def test_verdict_json_has_the_contract_fields() -> None:

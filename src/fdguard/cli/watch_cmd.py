@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import shlex
 import signal
 import sys
@@ -290,6 +291,8 @@ def live_table(views: tuple[TargetView, ...]) -> Table:
             leak = f"YES {verdict.confidence:.0%}"
         elif getattr(verdict, "confirming", False):  # a rise that must hold a while yet
             leak = "confirming"
+        elif (left := getattr(verdict, "warmup_left", None)) is not None:
+            leak = f"learning {math.ceil(left / 3600)}h"  # the first period: too early to tell
         else:
             leak = f"no {verdict.confidence:.0%}"
         rate = (
