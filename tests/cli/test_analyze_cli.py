@@ -106,10 +106,31 @@ def test_iso_timestamps_no_header_and_stdin(tmp_path: Path) -> None:
 def test_period_option_judges_short_series(tmp_path: Path) -> None:
     rows = series(0.5, lambda s: 50 + s // 120, every=60)  # 12 hours, 30 fds/hour
     path = write(tmp_path / "short.csv", [f"{t},{c}" for t, c in rows])
-    assert run(str(path), "--json").exit_code == 0  # a day is needed by default
+    early = run(str(path), "--json")
+    assert early.exit_code == 0  # a day is needed by default
+    doc = json.loads(early.stdout)
+    assert doc["leak"] is False
+    assert 12 * 3600 <= doc["warmup_left"] <= 12 * 3600 + 300  # (to within a bucket)
     res = run(str(path), "--json", "--period", "2")
     assert res.exit_code == 10
     assert json.loads(res.stdout)["detected_at"] < T0 + 6 * 3600
+    assert json.loads(res.stdout)["warmup_left"] is None
+
+
+def test_a_series_shorter_than_a_period_says_it_is_too_early(tmp_path: Path) -> None:
+    rows = series(0.5, lambda s: 50 + s // 120, every=60)  # 12 hours, 30 fds/hour
+    path = write(tmp_path / "short.csv", [f"{t},{c}" for t, c in rows])
+    res = run(str(path), "--limit", "4096")
+    assert res.exit_code == 0
+    head = res.stdout.splitlines()[0]
+    assert head.startswith("too early to tell: 12.1 h")
+    assert "h more history needed" in head
+    assert "no leak" not in res.stdout
+    # With a period that fits, the same rise is judged; held, before it is a leak.
+    held = run(str(write(tmp_path / "held.csv", [f"{t},{c}" for t, c in rows[:200]])),
+               "--limit", "100000", "--period", "1")
+    assert held.exit_code == 0
+    assert held.stdout.splitlines()[0] == "no leak yet: a rise is being confirmed"
 
 
 @pytest.mark.parametrize(

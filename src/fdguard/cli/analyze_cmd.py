@@ -27,7 +27,8 @@ under a flat total is still found. Rows must be in time order.
 
 \b
 Exit statuses:
-  0   no leak found
+  0   no leak found, or too early to tell (less than one --period of
+      history: the output says so, and --json's warmup_left is not null)
   10  a leak was found (in the total or in one kind)
   2   unusable input: unreadable file, bad CSV (the message names the line),
       or bad options
@@ -156,6 +157,13 @@ def _human(v: LeakVerdict, kind: str | None, kinds: dict[str, LeakVerdict]) -> l
     if v.leak:
         at = datetime.fromtimestamp(v.detected_at or 0, tz=UTC).isoformat(sep=" ")
         lines.append(f"LEAK of {what}, detected at {v.detected_at:.0f} ({at})")
+    elif v.warmup_left is not None:
+        lines.append(
+            f"too early to tell: {v.warmup_left / 3600:.1f} h more history needed"
+            " (one --period, to tell a leak from a daily cycle)"
+        )
+    elif v.confirming:
+        lines.append("no leak yet: a rise is being confirmed")
     else:
         lines.append("no leak found")
     if v.rate_per_hour is not None:
@@ -165,7 +173,7 @@ def _human(v: LeakVerdict, kind: str | None, kinds: dict[str, LeakVerdict]) -> l
     lines.append(f"confidence: {v.confidence:.2f}")
     lines.append(f"why: {v.reason}")
     for name, kv in kinds.items():
-        tag = "LEAK" if kv.leak else "ok"
+        tag = "LEAK" if kv.leak else "learning" if kv.warmup_left is not None else "ok"
         rate = "" if kv.rate_per_hour is None else f" {kv.rate_per_hour:+.2f}/h"
         lines.append(f"  {name}: {tag}{rate}")
     return lines
