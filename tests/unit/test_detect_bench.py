@@ -3,26 +3,10 @@ over the detector's verdicts, on real traces of the bench's generator."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
+from tests.unit.bench_modules import BENCH_DETECT, load
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "detect"
-
-
-def _load_run() -> ModuleType:
-    # run.py puts its own folder on sys.path to import traces.py, as when run as a script.
-    spec = importlib.util.spec_from_file_location("fdguard_bench_run", BENCH / "run.py")
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-run = _load_run()
+# run.py puts its own folder on sys.path to import traces.py, as when run as a script.
+run = load("fdguard_bench_run", BENCH_DETECT / "run.py")
 
 
 def _third_in_a_row_at(share: float, tr: object) -> float | None:

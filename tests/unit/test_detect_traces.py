@@ -3,36 +3,20 @@ silent on each healthy class, fires after the onset (never before) on each leaki
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from fdguard.clock import ManualClock
 from fdguard.detect import DetectorConfig, LeakDetector, LeakVerdict, analyze
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "detect" / "traces.py"
-
+from tests.unit.bench_modules import BENCH_DETECT, load
 
 # The controls below switch one test off to show it is what holds; they also switch
 # off the patience a far ETA earns (step 7), which holds many of these too.
 PROMPT = {"patient_eta_seconds": 0.0}
 
 
-def _load_traces() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fdguard_bench_traces", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-traces = _load_traces()
+traces = load("fdguard_bench_traces", BENCH_DETECT / "traces.py")
 
 
 def replay(tr: traces.Trace) -> LeakVerdict:  # type: ignore[name-defined]
