@@ -795,15 +795,15 @@ class LeakDetector:
         `peak`: the highest count of the last period; `steady`: step 6 holds.)
 
         With the soft limit more than `patient_eta_seconds` away at that rate, the
-        test that holds
-        must have held `patient_factor` times its own persistence. An alarm days
-        before it matters gains nothing from coming a few hours earlier, and this is
-        where the false alarms of the two tests lie: on bench/detect's churn_step
-        class (a one-off step of about the churn's size), 25 of 34 alarms announced
-        an ETA of more than a week and 33 of 34 more than 3 days, against 44% of the
-        churn_leak detections (development seeds). A day of patience there removed
-        32 of the 34 and kept every leak those seeds detect but 2 of 1,000, for 1-5 h
-        of median delay. Without a limit nothing says there is time: no patience.
+        test that holds must have held `patient_factor` times its own persistence. An
+        alarm days before it matters gains nothing from coming a few hours earlier,
+        and this is where the false alarms of the two tests lie: on bench/detect's
+        churn_step class (a one-off step of about the churn's size), 25 of 34 alarms
+        announced an ETA of more than a week and 33 of 34 more than 3 days, against
+        44% of the churn_leak detections (development seeds). A day of patience there
+        removed 32 of the 34 and kept every leak those seeds detect but 2 of 1,000,
+        for 1-5 h of median delay. Without a limit nothing says there is time: no
+        patience.
         """
         c = self.config
         if not c.patient_eta_seconds or self.limit is None:
