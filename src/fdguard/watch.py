@@ -188,13 +188,24 @@ def _suspicious(v: Verdict) -> bool:
 
 
 def _verdict_json(v: Verdict | None) -> dict[str, Any]:
+    # `confirming` and `warmup_left` are what the live table shows as "confirming" and
+    # "learning Nh"; a detector other than `LeakDetector` may not have them (null).
     if v is None:
-        return {"leak": None, "rate_per_hour": None, "eta_seconds": None, "confidence": None}
+        return {
+            "leak": None,
+            "rate_per_hour": None,
+            "eta_seconds": None,
+            "confidence": None,
+            "confirming": None,
+            "warmup_left": None,
+        }
     return {
         "leak": v.leak,
         "rate_per_hour": v.rate_per_hour,
         "eta_seconds": v.eta_seconds,
         "confidence": v.confidence,
+        "confirming": getattr(v, "confirming", None),
+        "warmup_left": getattr(v, "warmup_left", None),
     }
 
 

@@ -43,6 +43,15 @@ def test_watch_json_streams_events_and_records_history(spawn, tmp_path: Path) ->
     real = len(os.listdir(f"/proc/{child.pid}/fd"))
     assert {e["count"] for e in events if e["type"] == "sample"} == {real}
     assert all(e["pid"] == child.pid for e in events)
+    # Seconds into its first day, the detector is learning, and each sample says how long
+    # it has left (what the table shows as "learning 24h"; the countdown itself, hour by
+    # hour, is tests/unit/test_detect.py's).
+    left = [e["warmup_left"] for e in events if e["type"] == "sample"]
+    assert all(86400 - 60 < x <= 86400 for x in left)
+    assert left == sorted(left, reverse=True)
+    assert {(e["leak"], e["confirming"]) for e in events if e["type"] == "sample"} == {
+        (False, False)
+    }
 
     res = CliRunner().invoke(cli, ["history", "--store", str(db), "--json"])
     assert res.exit_code == 0, res.output
