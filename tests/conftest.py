@@ -8,6 +8,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -146,6 +147,21 @@ def spawn() -> Iterator[Callable[..., Child]]:
     yield start
     for proc in started:
         _reap(proc)
+
+
+def installed(name: str, package: str) -> str:
+    """The path of a program `.ci/run` installs: a test fails (not skips) without it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: .ci/run installs it (apt-get install {package})")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a server the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def python_proc(script: str, *args: str) -> list[str]:

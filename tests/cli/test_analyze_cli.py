@@ -175,3 +175,70 @@ def test_help_documents_the_exit_statuses() -> None:
     assert "10  a leak was found" in res.stdout
     assert "2   unusable input" in res.stdout
     assert "timestamp,count" in res.stdout
+
+
+def _answer(*series: tuple[dict[str, str], list[tuple[int, int]]]) -> str:
+    """A saved /api/v1/query_range answer (values are strings, as Prometheus sends them)."""
+    result = [{"metric": m, "values": [[t, str(v)] for t, v in s]} for m, s in series]
+    return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}})
+
+
+def test_a_saved_prometheus_answer_is_judged_per_series_with_its_limits(tmp_path: Path) -> None:
+    leak = series(4, lambda i: 200 + (i // 3600 if i > 86400 else 0) * 3)  # 3/h from day 1
+    flat = series(4, lambda i: 150 + (i // 300) % 7)
+    limit = [(t, 2048) for t, _ in flat[::12]]
+    path = tmp_path / "fleet.json"
+    path.write_text(_answer(
+        ({"__name__": "process_open_fds", "pid": "1"}, flat),
+        ({"__name__": "process_open_fds", "pid": "2"}, leak),
+        ({"__name__": "process_max_fds", "pid": "2"}, limit),
+    ))
+    res = run(str(path), "--json")
+    assert res.exit_code == 10, res.output
+    doc = json.loads(res.stdout)
+    assert doc.keys() >= CONTRACT
+    assert doc["labels"] == {"__name__": "process_open_fds", "pid": "2"}
+    assert doc["leak"] is True
+    by_pid = {s["labels"]["pid"]: s for s in doc["series"]}
+    assert set(by_pid) == {"1", "2"}  # the limit series is no series of counts
+    assert by_pid["2"]["limit"] == 2048
+    assert by_pid["1"]["limit"] is None  # no process_max_fds{pid="1"} in the answer
+    assert by_pid["1"]["leak"] is False
+    assert abs(by_pid["2"]["rate_per_hour"] - 3) < 0.5
+    # --limit stands for every series' limit.
+    res = run(str(path), "--json", "--limit", "4096")
+    assert {s["limit"] for s in json.loads(res.stdout)["series"]} == {4096}
+    human = run(str(path))
+    lines = human.stdout.splitlines()
+    assert lines[0].startswith(f"2 series from {path} (")
+    assert lines[1].startswith('process_open_fds{pid="2"}: LEAK since ')
+    assert "soft limit 2048 in" in lines[1]
+    assert lines[3] == 'process_open_fds{pid="1"}: no leak found'
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        ((), "give a SERIES file (CSV, or a saved Prometheus range query as JSON)"),
+        (("x.csv", "--prometheus", "http://127.0.0.1:9"), "either a SERIES file or --prometheus"),
+        (("x.csv", "--query", "up"), "--query needs --prometheus URL"),
+        (("x.csv", "--since", "2d"), "--since needs --prometheus URL"),
+        (("--prometheus", "ftp://127.0.0.1:9"), "--prometheus must be an http(s) URL"),
+        (("--prometheus", "http://127.0.0.1:9", "--since", "a week"), "not a duration: 'a week'"),
+    ],
+)
+def test_bad_prometheus_options_are_one_line_usage_errors(args: tuple[str, ...], what: str) -> None:
+    res = run(*args)
+    assert res.exit_code == 2
+    err = res.stderr.strip()
+    assert "\n" not in err
+    assert what in err
+
+
+def test_an_instant_query_saved_instead_of_a_range_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "vector.json"
+    path.write_text(json.dumps({"status": "success", "data": {
+        "resultType": "vector", "result": [{"metric": {}, "value": [T0, "3"]}]}}))
+    res = run(str(path))
+    assert res.exit_code == 2
+    assert "the result is a vector, not a range of samples" in res.stderr

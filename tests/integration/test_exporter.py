@@ -4,8 +4,6 @@ unit-tested by the real promtool; the collector's names and bounded labels."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import threading
 import urllib.parse
@@ -22,17 +20,14 @@ from fdguard.exporter import WatchCollector, serve
 from fdguard.inspect import snapshot
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
 from fdguard.watch import WatchConfig, Watcher
-from tests.conftest import python_proc, wait_until
+from tests.conftest import free_port, installed, python_proc, wait_until
 
 CONTRIB = Path(__file__).parent.parent.parent / "contrib" / "prometheus"
 RULES = CONTRIB / "fdguard.rules.yml"
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: .ci/run installs it (apt-get install prometheus)")
-    return path
+    return installed(name, "prometheus")
 
 
 def test_promtool_checks_and_unit_tests_the_rules() -> None:
@@ -101,12 +96,6 @@ def test_collector_names_values_and_bounded_labels(spawn) -> None:
             assert not any(":" in v and v[0].isdigit() for v in lbl.values())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
@@ -132,7 +121,7 @@ def test_real_prometheus_scrapes_the_exporter_and_evaluates_the_rules(
     spawn, exporter_on_watch: tuple[int, int], tmp_path: Path
 ) -> None:
     pid, port = exporter_on_watch
-    prom_port = _free_port()
+    prom_port = free_port()
     cfg = tmp_path / "prometheus.yml"
     cfg.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"

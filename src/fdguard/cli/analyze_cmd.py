@@ -7,6 +7,7 @@ import dataclasses
 import io
 import math
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,8 +16,17 @@ from typing import Any
 import click
 
 from fdguard.cli.render import echo_json
+from fdguard.cli.trace_cmd import parse_duration
 from fdguard.detect import DetectorConfig, LeakVerdict, analyze, analyze_by_kind, eta_against
 from fdguard.errors import ExitStatus, UsageError
+from fdguard.promsource import (
+    PromSeries,
+    limit_query_for,
+    load_range_json,
+    match_limits,
+    query_range,
+    step_for,
+)
 
 HELP_EPILOG = """\b
 SERIES.csv: one sample per line, `timestamp,count[,KIND...]`, with or without a
@@ -26,12 +36,24 @@ close_wait), named by the header, each judged on its own, so a leak of one kind
 under a flat total is still found. Rows must be in time order.
 
 \b
+Or from Prometheus, one verdict per series (per process):
+  fdguard analyze --prometheus http://127.0.0.1:9090 \\
+      --query 'process_open_fds{job="api"}' --since 7d
+judges every series of the range query at once, each against its own soft
+limit (process_max_fds with the same labels, or --limit-query, or --limit).
+SERIES may also be a saved range query: the JSON of /api/v1/query_range or of
+`promtool query range -o json` (with process_max_fds series in it for limits).
+--json then adds `series`, one verdict each; the top-level verdict is the
+first series to leak (else the first series).
+
+\b
 Exit statuses:
   0   no leak found, or too early to tell (less than one --period of
       history: the output says so, and --json's warmup_left is not null)
   10  a leak was found (in the total or in one kind)
   2   unusable input: unreadable file, bad CSV (the message names the line),
-      or bad options
+      a Prometheus that cannot be reached or rejects the query, a query that
+      matches no series, or bad options
   1   any other error
 """
 
@@ -179,8 +201,107 @@ def _human(v: LeakVerdict, kind: str | None, kinds: dict[str, LeakVerdict]) -> l
     return lines
 
 
+def _read(series: str) -> tuple[str, str]:
+    """(text, name) of the SERIES argument (`-` is stdin)."""
+    try:
+        if series == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(series, "rb") as fh:
+                data = fh.read()
+        text = data.decode("utf-8-sig")
+    except OSError as err:
+        raise UsageError(f"cannot read {series}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{series}: not UTF-8 text") from err
+    return text, "<stdin>" if series == "-" else series
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """One Prometheus series and its verdict."""
+
+    series: PromSeries
+    limit: int | None
+    verdict: LeakVerdict
+
+    def to_json(self) -> dict[str, Any]:
+        return {"series": self.series.name, "labels": self.series.labels,
+                "limit": self.limit, **self.verdict.to_json()}
+
+
+def _judge_all(
+    series: list[PromSeries], limits: list[int | None], config: DetectorConfig
+) -> list[_Judged]:
+    return [
+        _Judged(s, lim, analyze(s.times, s.values, limit=lim, config=config))
+        for s, lim in zip(series, limits, strict=True)
+    ]
+
+
+def _reported(judged: list[_Judged]) -> _Judged:
+    """The series the headline is about: the first to leak, else the first."""
+    leaking = [j for j in judged if j.verdict.leak]
+    if not leaking:
+        return judged[0]
+    return min(leaking, key=lambda j: j.verdict.detected_at or math.inf)
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _prom_line(j: _Judged) -> str:
+    v = j.verdict
+    if v.leak:
+        head = f"LEAK since {_utc(v.detected_at or 0)} UTC"
+    elif v.warmup_left is not None:
+        head = f"too early to tell ({v.warmup_left / 3600:.1f} h more history needed)"
+    elif v.confirming:
+        head = "no leak yet: a rise is being confirmed"
+    else:
+        head = "no leak found"
+    parts = [head]
+    if v.rate_per_hour is not None and v.leak:
+        parts.append(f"{v.rate_per_hour:+.2f} fds/hour")
+    if v.eta_seconds is not None and v.leak:
+        parts.append(f"soft limit {j.limit} in {v.eta_seconds / 3600:.1f} h")
+    return f"{j.series.name}: " + "; ".join(parts)
+
+
+def _prom_report(judged: list[_Judged], source: str, as_json: bool, query: str | None) -> bool:
+    """Print the verdicts of Prometheus series; True if one leaks."""
+    top = _reported(judged)
+    if as_json:
+        doc: dict[str, Any] = top.verdict.to_json()
+        doc.update(kind=None, limit=top.limit, labels=top.series.labels, source=source,
+                   query=query, series=[j.to_json() for j in judged])
+        echo_json(doc)
+    else:
+        n = len(judged)
+        leaks = sum(j.verdict.leak for j in judged)
+        times = [t for j in judged for t in (j.series.times[:1] + j.series.times[-1:])]
+        # ETAs count from each series' last sample: say when the data ends.
+        span = (
+            f" ({_utc(min(times))} to {_utc(max(times))} UTC)" if times else " (no samples)"
+        )
+        click.echo(f"{n} series from {source}{span}: {leaks} leaking")
+        for j in sorted(judged, key=lambda j: (not j.verdict.leak, j.series.name)):
+            click.echo(_prom_line(j))
+            if j.verdict.leak:
+                click.echo(f"  why: {j.verdict.reason}")
+    return top.verdict.leak
+
+
+def _split_limits(series: list[PromSeries]) -> tuple[list[PromSeries], list[PromSeries]]:
+    """A saved answer may hold process_max_fds beside the counts: those are the limits."""
+    limits = [s for s in series if s.labels.get("__name__") == "process_max_fds"]
+    counts = [s for s in series if s.labels.get("__name__") != "process_max_fds"]
+    return counts, limits
+
+
 @click.command("analyze", epilog=HELP_EPILOG)
-@click.argument("series", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("series", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -196,26 +317,93 @@ def _human(v: LeakVerdict, kind: str | None, kinds: dict[str, LeakVerdict]) -> l
     help="Longest healthy cycle, in hours; the detector needs this much history. "
     "Lower it only for series known to have no daily cycle.",
 )
-def analyze_cmd(series: str, limit: int | None, as_json: bool, period: float) -> None:
+@click.option(
+    "--prometheus",
+    "prom_url",
+    metavar="URL",
+    help="Judge the series of --query on this Prometheus server (its HTTP API), instead "
+    "of a file: days of history judged at once.",
+)
+@click.option(
+    "--query",
+    metavar="PROMQL",
+    help="With --prometheus: the fd counts, one series per process  [default: "
+    "process_open_fds]",
+)
+@click.option(
+    "--limit-query",
+    metavar="PROMQL",
+    help="With --prometheus: each series' soft limit, matched by labels  [default: "
+    "process_max_fds with --query's selector, when that is one of process_open_fds]",
+)
+@click.option("--since", metavar="DURATION", help="With --prometheus: how far back  [default: 7d]")
+@click.option(
+    "--step",
+    metavar="DURATION",
+    help="With --prometheus: one sample per step (raised to stay under Prometheus' "
+    "11,000 points)  [default: 60s]",
+)
+def analyze_cmd(
+    series: str | None,
+    limit: int | None,
+    as_json: bool,
+    period: float,
+    prom_url: str | None,
+    query: str | None,
+    limit_query: str | None,
+    since: str | None,
+    step: str | None,
+) -> None:
     """Say whether an fd-count series leaks, how fast, and when it hits the limit.
 
     The verdict is causal: detected_at is the first sample at which fdguard's
     online detector, seeing only the data up to then, would have fired.
     """
-    try:
-        if series == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(series, "rb") as fh:
-                data = fh.read()
-        text = data.decode("utf-8-sig")
-    except OSError as err:
-        raise UsageError(f"cannot read {series}: {err.strerror or err}") from err
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{series}: not UTF-8 text") from err
-    name = "<stdin>" if series == "-" else series
+    config = config_for_period(period)
+    if prom_url is None:
+        given = [o for o, v in (("--query", query), ("--limit-query", limit_query),
+                                ("--since", since), ("--step", step)) if v is not None]
+        if given:
+            raise UsageError(f"{given[0]} needs --prometheus URL")
+        if series is None:
+            raise UsageError(
+                "give a SERIES file (CSV, or a saved Prometheus range query as JSON), "
+                "or --prometheus URL"
+            )
+    elif series is not None:
+        raise UsageError("give either a SERIES file or --prometheus URL, not both")
+    if prom_url is not None:
+        q = query or "process_open_fds"
+        span = parse_duration(since or "7d")
+        end = time.time()
+        res = step_for(span, parse_duration(step or "60s"))
+        found = query_range(prom_url, q, start=end - span, end=end, step=res)
+        if not found:
+            raise UsageError(
+                f"{q!r} matched no series on {prom_url} over the last {since or '7d'}"
+            )
+        lq = limit_query or limit_query_for(q)
+        limits: list[int | None] = [limit] * len(found)
+        if limit is None and lq is not None:
+            limits = match_limits(found, query_range(prom_url, lq, start=end - span,
+                                                     end=end, step=res))
+        if _prom_report(_judge_all(found, limits, config), prom_url, as_json, q):
+            raise click.exceptions.Exit(int(ExitStatus.LEAK_FOUND))
+        return
+    assert series is not None
+    text, name = _read(series)
+    if text.lstrip()[:1] in ("{", "["):  # a saved Prometheus answer, not CSV
+        counts, limit_series = _split_limits(load_range_json(text, name))
+        if not counts:
+            raise UsageError(f"{name}: no series of fd counts in it")
+        lims: list[int | None] = (
+            [limit] * len(counts) if limit else match_limits(counts, limit_series)
+        )
+        if _prom_report(_judge_all(counts, lims, config), name, as_json, None):
+            raise click.exceptions.Exit(int(ExitStatus.LEAK_FOUND))
+        return
     table = parse_series_csv(io.StringIO(text), source=name)
-    verdict, kind, kinds = judge(table, limit, config_for_period(period))
+    verdict, kind, kinds = judge(table, limit, config)
     if as_json:
         doc: dict[str, Any] = verdict.to_json()
         doc["kind"] = kind

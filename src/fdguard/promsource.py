@@ -1,0 +1,205 @@
+"""Series from Prometheus, for `fdguard analyze`: its HTTP API's range queries, live or saved.
+
+A fleet already scraping `process_open_fds` (every exporter publishes it) holds days
+of history that fdguard's detector can judge at once, instead of watching for a day
+before it can tell a leak from a daily cycle. This module fetches a range query
+(`/api/v1/query_range`) or reads its saved JSON (the API's response, or the bare
+`result` array that `promtool query range -o json` prints) into one `PromSeries` per
+label set; it never prints and raises `UsageError` for anything unusable, naming
+what was wrong.
+
+The soft limit of each series, for the ETA, comes from a second range query whose
+series are matched by their labels (all but `__name__`): `process_max_fds` with the
+same selector when the query is a selector of `process_open_fds`, else the one the
+caller names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fdguard.errors import UsageError
+
+MAX_POINTS = 11_000
+"""Prometheus refuses a range query of more points than this per series."""
+
+_OPEN_FDS = re.compile(r"^\s*process_open_fds\s*(\{[^{}]*\})?\s*$")
+
+
+@dataclass(frozen=True)
+class PromSeries:
+    """One series of a range query: its labels, and samples in time order."""
+
+    labels: dict[str, str]
+    times: list[float]
+    values: list[float]
+
+    @property
+    def name(self) -> str:
+        """The series in PromQL notation: `metric{label="value",...}`."""
+        labels = {k: v for k, v in self.labels.items() if k != "__name__"}
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        return f"{self.labels.get('__name__', '')}{{{inner}}}"
+
+    @property
+    def key(self) -> tuple[tuple[str, str], ...]:
+        """The labels without `__name__`: what matches a limit series to its count."""
+        return tuple(sorted((k, v) for k, v in self.labels.items() if k != "__name__"))
+
+
+def limit_query_for(query: str) -> str | None:
+    """`process_max_fds{...}` for a selector of `process_open_fds{...}`, else None."""
+    m = _OPEN_FDS.match(query)
+    return None if m is None else f"process_max_fds{m.group(1) or ''}"
+
+
+def parse_range_result(doc: Any, source: str) -> list[PromSeries]:
+    """The series of a range query's JSON: the API's `{"status", "data"}` response or
+    its bare `result` array. Non-finite samples (NaN, the staleness marker) are left
+    out; a sample below 0 is an error, as no fd count is.
+
+    Raises:
+        UsageError: an error response, an instant (vector) result, or bad JSON shape.
+    """
+    if isinstance(doc, dict):
+        if doc.get("status") == "error":
+            raise UsageError(
+                f"{source}: Prometheus answered an error: {doc.get('error', '?')}"
+                f" ({doc.get('errorType', 'no type')})"
+            )
+        data = doc.get("data")
+        if not isinstance(data, dict) or "result" not in data:
+            raise UsageError(
+                f"{source}: not a Prometheus query_range response (no data.result)"
+            )
+        kind = data.get("resultType")
+        if kind != "matrix":
+            raise UsageError(
+                f"{source}: the result is a {kind}, not a range of samples: save the answer"
+                " of /api/v1/query_range (or `promtool query range -o json`), not of an"
+                " instant query"
+            )
+        result = data["result"]
+    else:
+        result = doc
+    if not isinstance(result, list):
+        raise UsageError(f"{source}: expected a list of series, got {type(result).__name__}")
+    out: list[PromSeries] = []
+    for i, item in enumerate(result):
+        if not isinstance(item, dict) or not isinstance(item.get("values"), list):
+            what = "an instant sample ('value')" if isinstance(item, dict) else "not an object"
+            raise UsageError(
+                f"{source}: series {i} has no 'values' ({what}): use a range query"
+            )
+        labels = item.get("metric", {})
+        if not isinstance(labels, dict):
+            raise UsageError(f"{source}: series {i}: 'metric' is not an object")
+        out.append(_series({str(k): str(v) for k, v in labels.items()}, item["values"], source))
+    return out
+
+
+def _series(labels: dict[str, str], values: Sequence[Any], source: str) -> PromSeries:
+    s = PromSeries(labels, [], [])
+    for pair in values:
+        try:
+            t, raw = float(pair[0]), float(pair[1])
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise UsageError(
+                f"{source}: {s.name}: sample {pair!r} is not [timestamp, \"value\"]"
+            ) from None
+        if not math.isfinite(raw):
+            continue
+        if raw < 0:
+            raise UsageError(f"{source}: {s.name}: value {raw:g} at {t:.0f} is below 0")
+        if s.times and t < s.times[-1]:
+            raise UsageError(f"{source}: {s.name}: timestamp {t:.0f} goes back in time")
+        s.times.append(t)
+        s.values.append(raw)
+    return s
+
+
+def load_range_json(text: str, source: str) -> list[PromSeries]:
+    """`parse_range_result` of a saved answer's text."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{source}:{err.lineno}: not JSON: {err.msg}") from err
+    return parse_range_result(doc, source)
+
+
+def step_for(seconds: float, step: float) -> float:
+    """`step`, or the smallest whole step that keeps a range of `seconds` under
+    MAX_POINTS points per series."""
+    return max(step, math.ceil(seconds / (MAX_POINTS - 1)))
+
+
+def query_range(
+    url: str,
+    query: str,
+    *,
+    start: float,
+    end: float,
+    step: float,
+    timeout: float = 30.0,
+    headers: Mapping[str, str] | None = None,
+) -> list[PromSeries]:
+    """Run `query` over [start, end] every `step` seconds on the Prometheus at `url`.
+
+    Raises:
+        UsageError: a URL that is not http(s), a server that cannot be reached or
+            does not answer as Prometheus does, or a query it rejects (its message).
+    """
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"--prometheus must be an http(s) URL, got {url!r}")
+    params = urllib.parse.urlencode(
+        {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+    )
+    full = f"{url.rstrip('/')}/api/v1/query_range?{params}"
+    req = urllib.request.Request(full, headers={"Accept": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as err:
+        # Prometheus answers a bad query with 400/422 and a JSON error body.
+        body = err.read()
+        err.close()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise UsageError(f"{url}: HTTP {err.code} {err.reason} (is it Prometheus?)") from None
+        if isinstance(doc, dict) and doc.get("status") == "error":
+            raise UsageError(
+                f"Prometheus at {url} rejected {query!r}: {doc.get('error', '?')}"
+            ) from None
+        raise UsageError(f"{url}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UsageError(f"cannot reach Prometheus at {url}: {reason}") from None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise UsageError(f"{url}: the answer is not JSON (is it Prometheus?)") from None
+    return parse_range_result(doc, url)
+
+
+def match_limits(
+    series: Sequence[PromSeries], limits: Sequence[PromSeries]
+) -> list[int | None]:
+    """Each series' soft limit: the last value of the limit series with the same labels
+    (but `__name__`; one series and one limit are each other's whatever their labels);
+    None where there is none."""
+    by_key = {s.key: s for s in limits if s.values}
+    only = next(iter(by_key.values())) if len(by_key) == 1 and len(series) == 1 else None
+    out: list[int | None] = []
+    for s in series:
+        lim = by_key.get(s.key, only)
+        out.append(int(lim.values[-1]) if lim is not None and lim.values[-1] >= 1 else None)
+    return out
