@@ -55,6 +55,10 @@ def _register() -> None:
     cli.add_command(inspect_cmd.inspect)
     cli.add_command(inspect_cmd.count_cmd)
 
+    from fdguard.cli import top_cmd
+
+    cli.add_command(top_cmd.top_cmd)
+
     from fdguard.cli import explain_cmd, run_cmd
 
     cli.add_command(explain_cmd.explain_cmd)

@@ -11,6 +11,7 @@ process table, so it lives here too.
 from __future__ import annotations
 
 import os
+import resource
 from dataclasses import dataclass
 
 from fdguard.errors import NoSuchProcess, ProcfsFormatError
@@ -115,6 +116,38 @@ def read_limits(pid: int, *, root: str = DEFAULT_ROOT) -> Limits:
     """RLIMIT_NOFILE of `pid` (raises NoSuchProcess, AccessDenied)."""
     with process_errors(pid, "limits"):
         return parse_limits(_read(f"{root}/{pid}/limits"), f"{root}/{pid}/limits")
+
+
+def read_comm(pid: int, *, root: str = DEFAULT_ROOT) -> str:
+    """The short name of `pid` (/proc/PID/comm: half the kernel's work of /proc/PID/stat).
+
+    Raises:
+        NoSuchProcess, AccessDenied.
+    """
+    with process_errors(pid, "comm"):
+        return _read(f"{root}/{pid}/comm").rstrip(b"\n").decode("utf-8", "replace")
+
+
+def read_nofile(pid: int, *, root: str = DEFAULT_ROOT) -> Limits:
+    """RLIMIT_NOFILE of `pid`, by the prlimit() syscall where it is allowed (30 times
+    cheaper than formatting /proc/PID/limits), else from that file: prlimit needs
+    the same user or CAP_SYS_RESOURCE even to read, the file does not. A fake root
+    is always read from its file.
+
+    Raises:
+        NoSuchProcess, AccessDenied, ProcfsFormatError.
+    """
+    if root == DEFAULT_ROOT:
+        try:
+            soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        except ProcessLookupError as err:
+            raise NoSuchProcess(pid) from err
+        except PermissionError:
+            pass  # another user's process: the file is world-readable
+        else:
+            inf = resource.RLIM_INFINITY
+            return Limits(None if soft == inf else soft, None if hard == inf else hard)
+    return read_limits(pid, root=root)
 
 
 def parse_pid_list(data: bytes) -> list[int]:

@@ -136,6 +136,13 @@ def _read(path: str, limit: int = 1 << 20) -> bytes | None:
         os.close(fd)
 
 
+def read_file_nr(*, proc: str = "/proc") -> tuple[int, int, int] | None:
+    """fs.file-nr now (allocated file handles, unused ones, fs.file-max): the host's own
+    table, whose exhaustion is ENFILE for every process. None if unreadable."""
+    raw = _read(os.path.join(proc, "sys/fs/file-nr"))
+    return parse_file_nr(raw) if raw else None
+
+
 def _libc(fs: str) -> tuple[str | None, str | None]:
     """The C library of this machine: glibc's own version string, or musl's loader."""
     try:
@@ -240,5 +247,6 @@ __all__ = [
     "parse_file_nr",
     "parse_int_file",
     "parse_os_release",
+    "read_file_nr",
     "read_system",
 ]

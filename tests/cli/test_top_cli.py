@@ -1,0 +1,126 @@
+"""`fdguard top` on real processes under real limits: counts, ranking, flags, filters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from fdguard.cli.main import cli
+from tests.conftest import wait_until
+
+
+def _holding(n: int) -> list[str]:
+    """A python process under a 64-fd soft limit holding `n` extra fds on /dev/null."""
+    code = (
+        "import os, sys\n"
+        f"held = [os.open('/dev/null', os.O_RDONLY) for _ in range({n})]\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    return ["prlimit", "--nofile=64:128", sys.executable, "-c", code]
+
+
+def test_top_ranks_real_processes_by_share_of_their_soft_limit(spawn) -> None:
+    near = spawn(_holding(54))
+    half = spawn(_holding(28))
+    res = CliRunner().invoke(cli, ["top", "-n", "0", "--json"], catch_exceptions=False)
+    assert res.exit_code == 0
+    doc = json.loads(res.stdout)
+    rows = {p["pid"]: p for p in doc["processes"]}
+    order = [p["pid"] for p in doc["processes"]]
+    for child in (near, half):
+        row = rows[child.pid]
+        assert row["count"] == len(os.listdir(f"/proc/{child.pid}/fd"))
+        assert (row["soft_limit"], row["hard_limit"]) == (64, 128)
+        assert row["share"] == round(row["count"] / 64, 4)
+    assert rows[near.pid]["share"] >= 0.8 > rows[half.pid]["share"] >= 0.45
+    # Nearest the limit first: the 85% process before the 50% one, and both before
+    # this test process (thousands of fds of headroom).
+    assert order.index(near.pid) < order.index(half.pid) < order.index(os.getpid())
+    assert doc["surveyed"] == len(doc["processes"])
+    file_max = int(Path("/proc/sys/fs/file-nr").read_text().split()[2])
+    assert doc["system"]["file_max"] == file_max
+
+
+def test_top_flags_rows_near_the_limit_and_filters_by_name(spawn) -> None:
+    near = spawn(_holding(54))
+    half = spawn(_holding(28))
+    res = CliRunner().invoke(cli, ["top", "--name", "^python"], catch_exceptions=False)
+    assert res.exit_code == 0
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("host file table: ")
+    assert lines[1].endswith("nearest their soft limit first:")
+    rows = {int(line.split()[0]): line for line in lines[3:] if line.split()[0].isdigit()}
+    assert rows[near.pid].endswith("near the limit")
+    assert not rows[half.pid].endswith("near the limit")
+    assert list(rows)[:2] == [near.pid, half.pid]
+    assert all(" python" in line for line in rows.values())
+    # -n 1: one row, and a line saying how many more there are.
+    one = CliRunner().invoke(cli, ["top", "--name", "^python", "-n", "1"])
+    assert one.stdout.splitlines()[-1].startswith("... and ")
+    assert one.stdout.splitlines()[-2].split()[0] == str(near.pid)
+
+
+def test_top_by_count_and_a_bad_pattern() -> None:
+    res = CliRunner().invoke(cli, ["top", "--sort", "count", "--json", "-n", "0"])
+    counts = [p["count"] for p in json.loads(res.stdout)["processes"]]
+    assert counts == sorted(counts, reverse=True)
+    bad = CliRunner().invoke(cli, ["top", "--name", "("])
+    assert bad.exit_code == 2
+    assert "--name '(' is not a regular expression" in bad.stderr
+
+
+def test_a_real_zombie_holds_no_fds_and_is_left_out(spawn) -> None:
+    code = (
+        "import os, sys\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0)\n"
+        "print(pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    parent = spawn([sys.executable, "-c", code])
+    zombie = int(parent.ready)
+
+    def state() -> str:
+        return Path(f"/proc/{zombie}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    wait_until("the child to be a zombie", lambda: state() == "Z")
+    res = CliRunner().invoke(cli, ["top", "-n", "0", "--json"], catch_exceptions=False)
+    pids = {p["pid"] for p in json.loads(res.stdout)["processes"]}
+    assert parent.pid in pids
+    assert zombie not in pids
+
+
+def test_another_users_limits_are_read_from_proc_when_prlimit_is_refused(spawn) -> None:
+    """Without CAP_SYS_RESOURCE, prlimit() refuses even to read another user's limits:
+    the survey reads /proc/PID/limits for it instead, and gets the same numbers."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "setpriv (util-linux) is part of every Debian"
+    other = spawn(["prlimit", "--nofile=77:99", setpriv, "--reuid=65534", "--regid=65534",
+                   "--clear-groups", "sleep", "600"], ready=False)
+
+    def exec_done() -> bool:
+        status = Path(f"/proc/{other.pid}/status").read_text()
+        comm = Path(f"/proc/{other.pid}/comm").read_text()
+        return "\nUid:\t65534" in status and comm == "sleep\n"
+
+    wait_until("the sleeper to run as nobody", exec_done)
+    argv = [setpriv, "--inh-caps=-sys_resource", "--bounding-set=-sys_resource",
+            sys.executable, "-m", "fdguard", "top", "--json", "-n", "0", "--name", "^sleep$"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    rows = {p["pid"]: p for p in json.loads(out.stdout)["processes"]}
+    assert (rows[other.pid]["soft_limit"], rows[other.pid]["hard_limit"]) == (77, 99)
+    # The refusal is real: the same call in that process is EPERM.
+    probe = subprocess.run(
+        [setpriv, "--inh-caps=-sys_resource", "--bounding-set=-sys_resource", sys.executable,
+         "-c", f"import resource; resource.prlimit({other.pid}, resource.RLIMIT_NOFILE)"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert "PermissionError" in probe.stderr
