@@ -27,7 +27,7 @@ from fdguard.procfs.pids import list_pids, read_comm, read_nofile
 from fdguard.procfs.process import DEFAULT_ROOT, count_fds
 from fdguard.procfs.system import read_file_nr
 
-SortKey = Literal["usage", "count"]
+SortKey = Literal["usage", "count", "growth"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +91,23 @@ class HostSurvey:
         }
 
 
-def rank_key(p: FdUsage, by: SortKey) -> tuple[float, ...]:
-    """Sort key: by share of the soft limit, unlimited last ("usage"), or by count."""
+def growth(before: HostSurvey, after: HostSurvey) -> dict[int, int]:
+    """How many fds each process of `after` opened (or closed, < 0) since `before`;
+    a process `before` did not list (new, or it held none) counts from 0.
+
+    By PID alone: over the seconds between two surveys a PID is not reused.
+    """
+    was = {p.pid: p.count for p in before.processes}
+    return {p.pid: p.count - was.get(p.pid, 0) for p in after.processes}
+
+
+def rank_key(
+    p: FdUsage, by: SortKey, grown: dict[int, int] | None = None
+) -> tuple[float, ...]:
+    """Sort key: by share of the soft limit, unlimited last ("usage"), by count, or by
+    `grown[pid]` (see `growth`), the fastest-growing first."""
+    if by == "growth":
+        return (-(grown or {}).get(p.pid, 0), -p.count, p.pid)
     if by == "count":
         return (-p.count, p.pid)
     share = p.share
@@ -108,7 +123,8 @@ def survey(
 ) -> HostSurvey:
     """Survey every process under `root` (optionally only those whose comm matches
     `name`), ranked by share of soft limit in use (`sort="usage"`, unlimited last)
-    or by fd count (`sort="count"`)."""
+    or by fd count (`sort="count"`); growth needs two surveys (see `growth`), so
+    `sort="growth"` ranks by usage here."""
     found: list[FdUsage] = []
     unreadable = 0
     for pid in list_pids(root=root):
@@ -127,6 +143,6 @@ def survey(
             unreadable += 1
             continue
         found.append(FdUsage(pid, comm, n, lim.soft, lim.hard))
-    found.sort(key=lambda p: rank_key(p, sort))
+    found.sort(key=lambda p: rank_key(p, "usage" if sort == "growth" else sort))
     proc = "/proc" if root == DEFAULT_ROOT else root
     return HostSurvey(time.time(), tuple(found), unreadable, read_file_nr(proc=proc))

@@ -124,3 +124,54 @@ def test_another_users_limits_are_read_from_proc_when_prlimit_is_refused(spawn) 
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert "PermissionError" in probe.stderr
+
+
+def test_refreshing_top_ranks_the_process_opening_fds_fastest_first(spawn) -> None:
+    # Opens one fd every 5 ms after it says ready, up to 400: still growing over the
+    # three refreshes 0.2 s apart below, and bounded whatever happens.
+    code = (
+        "import os, sys, time\n"
+        "print('ready', flush=True)\n"
+        "held = []\n"
+        "for _ in range(400):\n"
+        "    held.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "    time.sleep(0.005)\n"
+        "sys.stdin.read()\n"
+    )
+    grower = spawn(["prlimit", "--nofile=1024:1024", sys.executable, "-c", code])
+    steady = spawn(_holding(10))
+    res = CliRunner().invoke(
+        cli,
+        ["top", "--interval", "0.2", "--rounds", "3", "--sort", "growth", "--json", "-n", "0",
+         "--name", "^python"],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0
+    rounds = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(rounds) == 3
+    assert [r["elapsed"] for r in rounds] == sorted(r["elapsed"] for r in rounds)
+    last = {p["pid"]: p for p in rounds[-1]["processes"]}
+    assert rounds[-1]["processes"][0]["pid"] == grower.pid
+    assert last[grower.pid]["since_start"] > 0
+    assert last[grower.pid]["change"] > 0
+    assert last[steady.pid]["since_start"] == 0
+    assert last[steady.pid]["new"] is False
+    # Counts add up: what it opened since the start is its count now minus then.
+    then = {p["pid"]: p["count"] for p in rounds[0]["processes"]}
+    assert last[grower.pid]["since_start"] == last[grower.pid]["count"] - then[grower.pid]
+
+
+def test_refresh_options_need_an_interval() -> None:
+    for args in (["--rounds", "2"], ["--sort", "growth"]):
+        res = CliRunner().invoke(cli, ["top", *args])
+        assert res.exit_code == 2
+        assert "needs --interval" in res.stderr
+
+
+def test_refreshing_top_prints_a_stamped_block_per_refresh() -> None:
+    res = CliRunner().invoke(cli, ["top", "--interval", "0.1", "--rounds", "2", "-n", "1"])
+    assert res.exit_code == 0
+    lines = res.stdout.splitlines()
+    assert [line[:4] for line in lines if line.startswith("--- ")] == ["--- ", "--- "]
+    assert sum("CHANGE   SINCE" in line for line in lines) == 2
+    assert lines[-1].startswith("CHANGE: since the last refresh; SINCE: over ")
