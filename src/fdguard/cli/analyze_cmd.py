@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
+from fdguard.cli.durations import parse_duration
 from fdguard.cli.render import echo_json
-from fdguard.cli.trace_cmd import parse_duration
 from fdguard.detect import DetectorConfig, LeakVerdict, analyze, analyze_by_kind, eta_against
 from fdguard.errors import ExitStatus, UsageError
 from fdguard.promsource import (

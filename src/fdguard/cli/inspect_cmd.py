@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import time
+from typing import Any
 
 import click
 from rich.table import Table
 
+from fdguard import fddiff
+from fdguard.cli.durations import parse_duration
 from fdguard.cli.render import console, echo_json
 from fdguard.errors import UsageError
 from fdguard.inspect import count, snapshot
@@ -117,6 +123,21 @@ def render_human(full: Snapshot, shown: Snapshot) -> None:
     default=False,
     help="Read flags (O_NONBLOCK, O_CLOEXEC) and position of every fd (slower).",
 )
+@click.option(
+    "--diff",
+    "before_file",
+    metavar="BEFORE.json",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Show what changed since this snapshot (saved with --json): fds opened and "
+    "closed, grouped by what they are, and sockets that changed state.",
+)
+@click.option(
+    "--for",
+    "for_",
+    metavar="DURATION",
+    help="Take a second snapshot this much later (30s, 5m; Ctrl-C takes it at once) "
+    "and show what changed, as --diff does.",
+)
 @click.option("--proc-root", default="/proc", show_default=True, hidden=True)
 def inspect(
     pid: int,
@@ -124,13 +145,22 @@ def inspect(
     kinds: tuple[str, ...],
     states: tuple[str, ...],
     fdinfo: bool,
+    before_file: str | None,
+    for_: str | None,
     proc_root: str,
 ) -> None:
-    """Show every fd of PID, classified, against its limits (like lsof -p, but faster)."""
+    """Show every fd of PID, classified, against its limits (like lsof -p, but faster).
+
+    With --diff BEFORE.json or --for DURATION: what changed between two snapshots,
+    the manual leak hunt (lsof twice and a diff by eye) done on classified fds.
+    """
     if pid <= 0:
         raise UsageError(f"PID must be a positive number, not {pid}")
-    full = snapshot(pid, fdinfo=fdinfo, root=proc_root)
     states = tuple(s.upper() for s in states)
+    if before_file is not None or for_ is not None:
+        _diff(pid, before_file, for_, kinds, states, fdinfo, proc_root, as_json)
+        return
+    full = snapshot(pid, fdinfo=fdinfo, root=proc_root)
     shown = _filter(full, kinds, states)
     if as_json:
         doc = full.to_json()
@@ -154,3 +184,83 @@ def count_cmd(pids: tuple[int, ...], as_json: bool) -> None:
     else:
         for pid, n in counts.items():
             click.echo(f"{pid}\t{n}")
+
+
+def _keep(fd: dict[str, Any], kinds: tuple[str, ...], states: tuple[str, ...]) -> bool:
+    """`_filter`'s test on an fd of a snapshot's JSON."""
+    if kinds:
+        wanted = set(kinds) | ({"tcp6"} if "tcp" in kinds else set())
+        wanted |= {"udp6"} if "udp" in kinds else set()
+        if fd.get("kind") not in wanted:
+            return False
+    return not states or fd.get("state") in states
+
+
+def _diff(
+    pid: int,
+    before_file: str | None,
+    for_: str | None,
+    kinds: tuple[str, ...],
+    states: tuple[str, ...],
+    fdinfo: bool,
+    root: str,
+    as_json: bool,
+) -> None:
+    if before_file is not None and for_ is not None:
+        raise UsageError("give --diff BEFORE.json or --for DURATION, not both")
+    if for_ is not None:
+        wait = parse_duration(for_)
+        source = "the first snapshot"
+        before: Any = snapshot(pid, fdinfo=fdinfo, root=root).to_json()
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: diff now
+            time.sleep(wait)
+    else:
+        assert before_file is not None
+        source = "<stdin>" if before_file == "-" else before_file
+        try:
+            with click.open_file(before_file, "r", encoding="utf-8") as fh:
+                before = json.load(fh)
+        except OSError as err:
+            raise UsageError(f"cannot read {before_file}: {err.strerror or err}") from err
+        except ValueError as err:
+            raise UsageError(f"{source}: not JSON ({err}): save it with --json") from err
+        if isinstance(before, dict) and before.get("filter"):
+            raise UsageError(
+                f"{source} was saved with --kind/--state: save it without them (filters "
+                "apply to both sides here)"
+            )
+    now = snapshot(pid, fdinfo=fdinfo, root=root)
+    after = now.to_json()
+    if kinds or states:
+        for doc in (before, after):
+            if isinstance(doc, dict) and isinstance(doc.get("fds"), list):
+                doc["fds"] = [f for f in doc["fds"] if _keep(f, kinds, states)]
+    d = fddiff.diff(before, after, source=source)
+    if as_json:
+        echo_json(d.to_json())
+        return
+    for line in _diff_lines(d, now):
+        click.echo(line)
+
+
+def _diff_lines(d: fddiff.SnapshotDiff, now: Snapshot) -> list[str]:
+    cmd = " ".join(" ".join(now.command).split())  # one line, whatever argv holds
+    if len(cmd) > 60:
+        cmd = cmd[:57] + "..."
+    share = now.share_of_soft_limit
+    limit = "" if share is None else f"; soft limit {now.limits.soft} ({share:.1%} now)"
+    net = d.after_count - d.before_count
+    lines = [
+        f"pid {d.pid} ({cmd}): {d.before_count} -> {d.after_count} fds ({net:+d}) "
+        f"in {d.seconds:.1f} s{limit}",
+        f"opened {len(d.opened)}, closed {len(d.closed)}, "
+        f"sockets that changed state {len(d.moved)}",
+    ]
+    for g in d.groups:
+        both = f"  (opened {g.opened}, closed {g.closed})" if g.opened and g.closed else ""
+        lines.append(f"  {g.net:>+6}  {g.kind:<8} {g.what}{both}".rstrip())
+    for (a, b), n in d.moves().most_common():
+        lines.append(f"  moved: {n} socket{'s' if n != 1 else ''} {a} -> {b}")
+    if not d.groups and not d.moved:
+        lines.append("  no change")
+    return lines

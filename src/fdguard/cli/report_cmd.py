@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fdguard.cli.trace_cmd import parse_duration
+from fdguard.cli.durations import parse_duration
 from fdguard.errors import UsageError
 from fdguard.report import ReportInputs, build_report, load_json, write_report
 from fdguard.store import default_path

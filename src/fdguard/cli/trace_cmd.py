@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 
 import click
 
+from fdguard.cli.durations import parse_duration
 from fdguard.cli.render import console, echo_json
 from fdguard.errors import ExitStatus, UsageError
 from fdguard.model import FdKind
@@ -16,23 +16,6 @@ from fdguard.trace.report import Group, describe_after, short_frames
 from fdguard.trace.syscalls import Follow
 
 _POLLED = frozenset({FdKind.PIPE, FdKind.FIFO, FdKind.EVENTFD, FdKind.INOTIFY, FdKind.TIMERFD})
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT = {
-    "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0
-}
-
-
-def parse_duration(text: str) -> float:
-    """`60s`, `2m`, `500ms`, `1h`, `7d`, `1w` or plain seconds -> seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise UsageError(f"not a duration: {text!r} (use e.g. 60s, 2m, 500ms, 7d)")
-    value = float(m.group(1)) * _UNIT[m.group(2)]
-    if value <= 0:
-        raise UsageError(f"a duration must be longer than 0s, got {text!r}")
-    return value
-
-
 def _clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
 
