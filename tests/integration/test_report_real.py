@@ -13,7 +13,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from fdguard.store import Store
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
 from fdguard.trace import trace_pid
 from fdguard.watch import WatchConfig, Watcher, WatchEvent, detector_config_for
+from tests.integration.watching import watching
 
 PROCS = Path(__file__).parent.parent / "procs"
 CONFIG = WatchConfig(
@@ -43,21 +43,11 @@ def _watch_until_leak(pid: int, db: Path, act: Callable[[], None], *, limit_s: f
     """Watch `pid` into the store at `db` while calling `act` RATE times a second, until the
     leak detector fires (plus a second of samples), bounded by `limit_s`."""
     events: list[WatchEvent] = []
-    errors: list[BaseException] = []
     with Store(db) as store:
         w = Watcher(TargetSet([TargetSpec(SpecKind.PID, str(pid))]), config=CONFIG, store=store,
                     alerts=AlertEngine([ThresholdRule(), TrendRule(), EtaRule()]),
                     on_event=events.append)
-
-        def body() -> None:
-            try:
-                w.run(duration=limit_s + 5)
-            except BaseException as err:
-                errors.append(err)
-
-        th = threading.Thread(target=body)
-        th.start()
-        try:
+        with watching(w, duration=limit_s + 5):
             start = time.monotonic()
             fired_at = None
             for i in range(int(limit_s * RATE)):
@@ -70,10 +60,6 @@ def _watch_until_leak(pid: int, db: Path, act: Callable[[], None], *, limit_s: f
                     fired_at = time.monotonic()
                 if fired_at is not None and time.monotonic() - fired_at > 1.0:
                     break
-        finally:
-            w.stop()
-            th.join()
-    assert not errors
     assert any(e.type == "verdict" and e.data.get("leak") for e in events), "no leak found"
     return events
 

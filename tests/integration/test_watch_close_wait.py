@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
 from fdguard.watch import WatchConfig, Watcher, WatchEvent, detector_config_for
+from tests.integration.watching import watching
 
 SERVICE = Path(__file__).parent.parent / "procs" / "close_wait_service.js"
 SPARES = 300
@@ -44,22 +44,12 @@ def _watch_while_closing(
     svc = spawn(["prlimit", "--nofile=1024:1024", node, str(SERVICE), mode, str(SPARES)])
     port = json.loads(svc.ready)["port"]
     events: list[WatchEvent] = []
-    errors: list[BaseException] = []
     w = Watcher(
         TargetSet([TargetSpec(SpecKind.PID, str(svc.pid))]), config=CONFIG, on_event=events.append
     )
-
-    def body() -> None:
-        try:
-            w.run(duration=60.0)
-        except BaseException as err:
-            errors.append(err)
-
-    th = threading.Thread(target=body)
-    th.start()
     totals: list[int] = []
     start = time.monotonic()
-    try:
+    with watching(w):
         for i in range(int(seconds * RATE)):
             delay = start + i / RATE - time.monotonic()  # absolute deadlines: a steady rate
             if delay > 0:
@@ -70,10 +60,6 @@ def _watch_while_closing(
                 totals.append(len(list(Path(f"/proc/{svc.pid}/fd").iterdir())))
             if any(e.data["kind"] == "tcp:CLOSE-WAIT" for e in _kind_leaks(events)):
                 break
-    finally:
-        w.stop()
-        th.join()
-    assert not errors
     return w, events, totals
 
 

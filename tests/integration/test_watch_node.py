@@ -21,6 +21,7 @@ from fdguard.alerts import AlertEngine, EtaRule, ThresholdRule, TrendRule, Webho
 from fdguard.store import Store
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
 from fdguard.watch import WatchConfig, Watcher, WatchEvent, detector_config_for
+from tests.integration.watching import watching
 
 SERVICE = Path(__file__).parent.parent / "procs" / "fd_service.js"
 LIMIT = 256
@@ -71,7 +72,6 @@ def _watch_service(
     port = json.loads(svc.ready)["port"]
     assert svc.proc.stdout is not None
     events: list[WatchEvent] = []
-    errors: list[BaseException] = []
     w = Watcher(
         TargetSet([TargetSpec(SpecKind.PID, str(svc.pid))]),
         config=CONFIG,
@@ -80,21 +80,8 @@ def _watch_service(
         sinks=[WebhookSink(url)],
         on_event=events.append,
     )
-
-    def body() -> None:
-        try:
-            w.run(duration=60.0)
-        except BaseException as err:
-            errors.append(err)
-
-    th = threading.Thread(target=body)
-    th.start()
-    try:
+    with watching(w):
         emfile_ns = _drive(port, svc.proc.stdout.fileno(), seconds=seconds)
-    finally:
-        w.stop()
-        th.join()
-    assert not errors
     return svc, w, events, emfile_ns
 
 
