@@ -23,9 +23,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from fdguard.detect import DetectorConfig, LeakVerdict, analyze
 from fdguard.errors import UsageError
 
 MAX_POINTS = 11_000
@@ -203,3 +205,25 @@ def match_limits(
         lim = by_key.get(s.key, only)
         out.append(int(lim.values[-1]) if lim is not None and lim.values[-1] >= 1 else None)
     return out
+
+
+def _judge_one(args: tuple[PromSeries, int | None, DetectorConfig]) -> LeakVerdict:
+    s, limit, config = args
+    return analyze(s.times, s.values, limit=limit, config=config)
+
+
+def judge_all(
+    series: Sequence[PromSeries],
+    limits: Sequence[int | None],
+    config: DetectorConfig,
+    *,
+    jobs: int = 1,
+) -> list[LeakVerdict]:
+    """The detector's verdict on each series (against its limit), replayed offline;
+    over `jobs` worker processes when there are more series than that (a week at one
+    sample a minute takes the detector about 0.4 s of one core)."""
+    work = [(s, lim, config) for s, lim in zip(series, limits, strict=True)]
+    if jobs <= 1 or len(work) <= 1:
+        return [_judge_one(w) for w in work]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(work))) as pool:
+        return list(pool.map(_judge_one, work, chunksize=max(1, len(work) // (4 * jobs))))

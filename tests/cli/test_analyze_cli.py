@@ -205,6 +205,10 @@ def test_a_saved_prometheus_answer_is_judged_per_series_with_its_limits(tmp_path
     assert by_pid["1"]["limit"] is None  # no process_max_fds{pid="1"} in the answer
     assert by_pid["1"]["leak"] is False
     assert abs(by_pid["2"]["rate_per_hour"] - 3) < 0.5
+    # Over worker processes, the same verdicts.
+    apart = run(str(path), "--json", "--jobs", "2")
+    assert json.loads(apart.stdout)["series"] == doc["series"]
+    assert json.loads(run(str(path), "--json", "--jobs", "1").stdout)["series"] == doc["series"]
     # --limit stands for every series' limit.
     res = run(str(path), "--json", "--limit", "4096")
     assert {s["limit"] for s in json.loads(res.stdout)["series"]} == {4096}

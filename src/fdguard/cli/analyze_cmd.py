@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from fdguard.detect import DetectorConfig, LeakVerdict, analyze, analyze_by_kind
 from fdguard.errors import ExitStatus, UsageError
 from fdguard.promsource import (
     PromSeries,
+    judge_all,
     limit_query_for,
     load_range_json,
     match_limits,
@@ -231,12 +233,10 @@ class _Judged:
 
 
 def _judge_all(
-    series: list[PromSeries], limits: list[int | None], config: DetectorConfig
+    series: list[PromSeries], limits: list[int | None], config: DetectorConfig, jobs: int
 ) -> list[_Judged]:
-    return [
-        _Judged(s, lim, analyze(s.times, s.values, limit=lim, config=config))
-        for s, lim in zip(series, limits, strict=True)
-    ]
+    verdicts = judge_all(series, limits, config, jobs=jobs)
+    return [_Judged(*row) for row in zip(series, limits, verdicts, strict=True)]
 
 
 def _reported(judged: list[_Judged]) -> _Judged:
@@ -343,6 +343,13 @@ def _split_limits(series: list[PromSeries]) -> tuple[list[PromSeries], list[Prom
     help="With --prometheus: one sample per step (raised to stay under Prometheus' "
     "11,000 points)  [default: 60s]",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=lambda: os.cpu_count() or 1,
+    show_default="the number of CPUs",
+    help="Judge many series (Prometheus) over this many processes.",
+)
 def analyze_cmd(
     series: str | None,
     limit: int | None,
@@ -353,6 +360,7 @@ def analyze_cmd(
     limit_query: str | None,
     since: str | None,
     step: str | None,
+    jobs: int,
 ) -> None:
     """Say whether an fd-count series leaks, how fast, and when it hits the limit.
 
@@ -387,7 +395,7 @@ def analyze_cmd(
         if limit is None and lq is not None:
             limits = match_limits(found, query_range(prom_url, lq, start=end - span,
                                                      end=end, step=res))
-        if _prom_report(_judge_all(found, limits, config), prom_url, as_json, q):
+        if _prom_report(_judge_all(found, limits, config, jobs), prom_url, as_json, q):
             raise click.exceptions.Exit(int(ExitStatus.LEAK_FOUND))
         return
     assert series is not None
@@ -399,7 +407,7 @@ def analyze_cmd(
         lims: list[int | None] = (
             [limit] * len(counts) if limit else match_limits(counts, limit_series)
         )
-        if _prom_report(_judge_all(counts, lims, config), name, as_json, None):
+        if _prom_report(_judge_all(counts, lims, config, jobs), name, as_json, None):
             raise click.exceptions.Exit(int(ExitStatus.LEAK_FOUND))
         return
     table = parse_series_csv(io.StringIO(text), source=name)
