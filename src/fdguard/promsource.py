@@ -173,6 +173,11 @@ def query_range(
         # Prometheus answers a bad query with 400/422 and a JSON error body.
         body = err.read()
         err.close()
+        if err.code in (401, 403):
+            raise UsageError(
+                f"{url}: HTTP {err.code} {err.reason}: it wants credentials"
+                " (--header 'Authorization: ...')"
+            ) from None
         try:
             doc = json.loads(body)
         except ValueError:

@@ -6,9 +6,11 @@ range -o json`) gives the same verdicts offline."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import random
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -73,21 +75,34 @@ def fleet_tsdb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float, f
     return tmp, onset, end
 
 
+def _serve(spawn: Any, tmp: Path, *extra: str) -> str:
+    """Start a real Prometheus on the backfilled data directory: its URL once ready."""
+    port = free_port()
+    spawn([installed("prometheus", "prometheus"), f"--config.file={tmp / 'prometheus.yml'}",
+           f"--storage.tsdb.path={tmp / 'tsdb'}", "--storage.tsdb.retention.time=30d",
+           "--log.level=warn", f"--web.listen-address=127.0.0.1:{port}", *extra], ready=False)
+    url = f"http://127.0.0.1:{port}"
+
+    def listening() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+
+    # Until Prometheus listens, connections are refused: OSError is "not yet". (Its
+    # readiness endpoint needs the credentials too when it asks for them.)
+    wait_until("prometheus to listen", listening, ignore=(OSError,), interval=0.2)
+    return url
+
+
 @pytest.fixture
 def backfilled(spawn: Any, fleet_tsdb: tuple[Path, float, float]) -> tuple[str, float, float]:
     """A real Prometheus serving the backfilled fleet: (its URL, the onset, the end)."""
     tmp, onset, end = fleet_tsdb
-    port = free_port()
-    spawn([installed("prometheus", "prometheus"), f"--config.file={tmp / 'prometheus.yml'}",
-           f"--storage.tsdb.path={tmp / 'tsdb'}", "--storage.tsdb.retention.time=30d",
-           "--log.level=warn", f"--web.listen-address=127.0.0.1:{port}"], ready=False)
-    url = f"http://127.0.0.1:{port}"
+    url = _serve(spawn, tmp)
 
     def ready() -> bool:
         with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
             return resp.status == 200
 
-    # Until Prometheus listens, the HTTP API refuses connections: OSError is "not yet".
     wait_until("prometheus to be ready", ready, ignore=(OSError,), interval=0.2)
     return url, onset, end
 
@@ -191,3 +206,32 @@ def test_prometheus_errors_are_one_line_usage_errors(
     down = CliRunner().invoke(cli, ["analyze", "--prometheus", closed])
     assert down.exit_code == 2
     assert f"cannot reach Prometheus at {closed}" in down.output
+
+
+# bcrypt of "fdguard-test" (cost 4): what Prometheus' web config wants for basic auth.
+PASSWORD_HASH = "$2b$04$N5fYHVWWtLk.1G9yWS471.xOlgrZvikCrLOAwKXUkoblrU5c2sP1W"
+
+
+def test_a_prometheus_behind_basic_auth_takes_the_header(
+    spawn: Any, fleet_tsdb: tuple[Path, float, float], tmp_path: Path
+) -> None:
+    tmp, onset, _end = fleet_tsdb
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  fdguard: '{PASSWORD_HASH}'\n")
+    url = _serve(spawn, tmp, f"--web.config.file={web}")
+    token = base64.b64encode(b"fdguard:fdguard-test").decode()
+    auth = ["--header", f"Authorization: Basic {token}"]
+
+    def answers() -> bool:
+        res = CliRunner().invoke(cli, ["analyze", "--prometheus", url, "--json", *auth])
+        return res.exit_code == 10
+
+    wait_until("prometheus to answer with the credentials", answers, interval=0.2)
+    res = CliRunner().invoke(cli, ["analyze", "--prometheus", url, "--json", *auth])
+    _check_fleet(json.loads(res.stdout), onset)
+    refused = CliRunner().invoke(cli, ["analyze", "--prometheus", url])
+    assert refused.exit_code == 2
+    assert f"{url}: HTTP 401 Unauthorized: it wants credentials" in refused.stderr
+    bad = CliRunner().invoke(cli, ["analyze", "--prometheus", url, "--header", "no colon"])
+    assert bad.exit_code == 2
+    assert "expected NAME:VALUE" in bad.stderr

@@ -203,6 +203,16 @@ def _human(v: LeakVerdict, kind: str | None, kinds: dict[str, LeakVerdict]) -> l
     return lines
 
 
+def _headers(given: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for h in given:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+            raise UsageError(f"--header {h.split(':')[0]!r}...: expected NAME:VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def _read(series: str) -> tuple[str, str]:
     """(text, name) of the SERIES argument (`-` is stdin)."""
     try:
@@ -344,6 +354,14 @@ def _split_limits(series: list[PromSeries]) -> tuple[list[PromSeries], list[Prom
     "11,000 points)  [default: 60s]",
 )
 @click.option(
+    "--header",
+    "headers",
+    metavar="NAME:VALUE",
+    multiple=True,
+    help="With --prometheus: an HTTP header to send, e.g. 'Authorization: Bearer ...' "
+    "(repeatable).",
+)
+@click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=lambda: os.cpu_count() or 1,
@@ -360,6 +378,7 @@ def analyze_cmd(
     limit_query: str | None,
     since: str | None,
     step: str | None,
+    headers: tuple[str, ...],
     jobs: int,
 ) -> None:
     """Say whether an fd-count series leaks, how fast, and when it hits the limit.
@@ -370,7 +389,8 @@ def analyze_cmd(
     config = config_for_period(period)
     if prom_url is None:
         given = [o for o, v in (("--query", query), ("--limit-query", limit_query),
-                                ("--since", since), ("--step", step)) if v is not None]
+                                ("--since", since), ("--step", step),
+                                ("--header", headers or None)) if v is not None]
         if given:
             raise UsageError(f"{given[0]} needs --prometheus URL")
         if series is None:
@@ -385,7 +405,8 @@ def analyze_cmd(
         span = parse_duration(since or "7d")
         end = time.time()
         res = step_for(span, parse_duration(step or "60s"))
-        found = query_range(prom_url, q, start=end - span, end=end, step=res)
+        sent = _headers(headers)
+        found = query_range(prom_url, q, start=end - span, end=end, step=res, headers=sent)
         if not found:
             raise UsageError(
                 f"{q!r} matched no series on {prom_url} over the last {since or '7d'}"
@@ -394,7 +415,7 @@ def analyze_cmd(
         limits: list[int | None] = [limit] * len(found)
         if limit is None and lq is not None:
             limits = match_limits(found, query_range(prom_url, lq, start=end - span,
-                                                     end=end, step=res))
+                                                     end=end, step=res, headers=sent))
         if _prom_report(_judge_all(found, limits, config, jobs), prom_url, as_json, q):
             raise click.exceptions.Exit(int(ExitStatus.LEAK_FOUND))
         return
