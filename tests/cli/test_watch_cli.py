@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -249,3 +250,36 @@ def test_watch_fail_on_leak_with_a_short_period() -> None:
     assert verdicts
     assert verdicts[0]["leak"] is True
     assert 0.7 * 20 * 3600 <= verdicts[0]["rate_per_hour"] <= 1.3 * 20 * 3600
+
+
+def test_history_csv_is_what_analyze_reads(spawn, tmp_path: Path) -> None:
+    child = spawn(IDLE)
+    db = tmp_path / "fd.db"
+    res = CliRunner().invoke(cli, ["watch", "--pid", str(child.pid), "--rounds", "5",
+                                   "--interval", "0.05", "--snapshot-every", "0.1",
+                                   "--no-resume", "--json", "--store", str(db)])
+    assert res.exit_code == 0, res.output
+    out = CliRunner().invoke(cli, ["history", "--store", str(db), "--pid", str(child.pid),
+                                   "--csv"])
+    assert out.exit_code == 0, out.output
+    rows = list(csv.reader(out.stdout.splitlines()))
+    header, body = rows[0], rows[1:]
+    assert header[:2] == ["timestamp", "count"]
+    assert "pipe" in header  # the kinds of its snapshots, forward-filled
+    real = len(os.listdir(f"/proc/{child.pid}/fd"))
+    assert 4 <= len(body) <= 5  # a sample before the first snapshot has no kinds yet
+    assert {int(r[1]) for r in body} == {real}
+    assert all(sum(int(x) for x in r[2:] if x) >= 1 for r in body)
+    assert [float(r[0]) for r in body] == sorted(float(r[0]) for r in body)
+    judged = CliRunner().invoke(cli, ["analyze", "-", "--json"], input=out.stdout)
+    assert judged.exit_code == 0, judged.output
+    doc = json.loads(judged.stdout)
+    assert doc["leak"] is False
+    assert doc["warmup_left"] > 0  # seconds of history: too early to tell
+    assert "pipe" in doc["by_kind"]
+
+    for args, what in ((["--csv"], "--csv needs --id, --pid or --target"),
+                       (["--csv", "--json", "--pid", str(child.pid)], "not both")):
+        bad = CliRunner().invoke(cli, ["history", "--store", str(db), *args])
+        assert bad.exit_code == 2
+        assert what in bad.stderr

@@ -88,6 +88,31 @@ def _target_detail(store: Store, t: StoredTarget, since: float | None) -> dict[s
     }
 
 
+def _csv_lines(store: Store, t: StoredTarget, since: float | None) -> list[str]:
+    """`timestamp,count[,kind...]` rows, the input of `fdguard analyze`. Kind columns
+    are forward-filled from the snapshots (taken at the start and on a slower cadence
+    than the counts); without any snapshot there are none. A downsampled row's count is
+    its bucket's highest."""
+    samples = store.samples(t.id, since=since)
+    snaps: dict[float, dict[str, int]] = {}
+    for k in store.kind_counts(t.id):
+        name = k.name if k.dim == "kind" else f"tcp:{k.name}"
+        snaps.setdefault(k.t, {})[name] = k.n
+    names = sorted({n for row in snaps.values() for n in row})
+    lines = [",".join(["timestamp", "count", *names])]
+    times = sorted(snaps)
+    i, current = 0, None
+    for s in samples:
+        while i < len(times) and times[i] <= s.t:
+            current = snaps[times[i]]
+            i += 1
+        if names and current is None:
+            continue  # before the first snapshot: kinds unknown
+        kinds = [str(current.get(n, 0)) for n in names] if current is not None else []
+        lines.append(",".join([f"{s.t:.3f}", str(s.count), *kinds]))
+    return lines
+
+
 @click.command()
 @_store_option
 @_select[0]
@@ -95,6 +120,14 @@ def _target_detail(store: Store, t: StoredTarget, since: float | None) -> dict[s
 @_select[2]
 @_select[3]
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--csv",
+    "as_csv",
+    is_flag=True,
+    help="Print one process's series as CSV for `fdguard analyze`: timestamp,count, "
+    "then its count of each kind and TCP state (as of the last snapshot before each "
+    "sample).",
+)
 def history(
     store_path: Path | None,
     target_id: int | None,
@@ -102,8 +135,11 @@ def history(
     label: str | None,
     since: float | None,
     as_json: bool,
+    as_csv: bool,
 ) -> None:
     """List recorded processes, or show one's samples, alerts and events."""
+    if as_json and as_csv:
+        raise UsageError("give --json or --csv, not both")
     store = _open(store_path)
     try:
         after = time.time() - since if since is not None else None
@@ -111,6 +147,18 @@ def history(
         detail = target_id is not None or pid is not None or label is not None
         if detail and not targets:
             raise UsageError("no recorded target matches")
+        if as_csv:
+            if len(targets) != 1 or not detail:
+                ids = ", ".join(str(t.id) for t in targets[:10])
+                raise UsageError(
+                    f"--csv prints one process's series; {len(targets)} recorded processes "
+                    f"match (ids {ids}; a restart is another process): pick one with --id"
+                    if detail
+                    else "--csv needs --id, --pid or --target"
+                )
+            for line in _csv_lines(store, targets[0], after):
+                click.echo(line)
+            return
         if as_json:
             if detail:
                 echo_json({"targets": [_target_detail(store, t, after) for t in targets]})
