@@ -215,7 +215,7 @@ def test_a_saved_prometheus_answer_is_judged_per_series_with_its_limits(tmp_path
     human = run(str(path))
     lines = human.stdout.splitlines()
     assert lines[0].startswith(f"2 series from {path} (")
-    assert lines[1].startswith('process_open_fds{pid="2"}: LEAK since ')
+    assert lines[1].startswith('process_open_fds{pid="2"}: LEAK, detected at ')
     assert "soft limit 2048 in" in lines[1]
     assert lines[3] == 'process_open_fds{pid="1"}: no leak found'
 

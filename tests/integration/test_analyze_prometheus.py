@@ -145,7 +145,7 @@ def test_a_fleets_history_is_judged_at_once_from_prometheus(
     lines = human.stdout.splitlines()
     assert lines[0].startswith(f"2 series from {url} (")
     assert lines[0].endswith(" UTC): 1 leaking")
-    assert lines[1].startswith('process_open_fds{job="api",pid="101"}: LEAK since ')
+    assert lines[1].startswith('process_open_fds{job="api",pid="101"}: LEAK, detected at ')
     assert "+8.0" in lines[1]
     assert "soft limit 1024 in " in lines[1]
     assert any(line.startswith('process_open_fds{job="api",pid="102"}: no leak found')

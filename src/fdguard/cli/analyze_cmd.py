@@ -264,7 +264,7 @@ def _utc(t: float) -> str:
 def _prom_line(j: _Judged) -> str:
     v = j.verdict
     if v.leak:
-        head = f"LEAK since {_utc(v.detected_at or 0)} UTC"
+        head = f"LEAK, detected at {_utc(v.detected_at or 0)} UTC"
     elif v.warmup_left is not None:
         head = f"too early to tell ({v.warmup_left / 3600:.1f} h more history needed)"
     elif v.confirming:
