@@ -16,6 +16,7 @@ caller names.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -143,6 +144,30 @@ def step_for(seconds: float, step: float) -> float:
     return max(step, math.ceil(seconds / (MAX_POINTS - 1)))
 
 
+def shown_url(url: str) -> str:
+    """`url` fit to print: a password in it (`http://user:pass@host`) becomes `***`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _credentials(url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """`http://user:pass@host/` -> the URL without them and a Basic Authorization
+    header (unless one is given already): urllib does not send URL credentials."""
+    parts = urllib.parse.urlsplit(url)
+    out = dict(headers)
+    if parts.username is None:
+        return url, out
+    if not any(k.lower() == "authorization" for k in out):
+        user = urllib.parse.unquote(parts.username)
+        pair = f"{user}:{urllib.parse.unquote(parts.password or '')}"
+        out["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), out
+
+
 def query_range(
     url: str,
     query: str,
@@ -160,7 +185,8 @@ def query_range(
             does not answer as Prometheus does, or a query it rejects (its message).
     """
     if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--prometheus must be an http(s) URL, got {url!r}")
+        raise UsageError(f"--prometheus must be an http(s) URL, got {shown_url(url)!r}")
+    url, headers = _credentials(url, headers or {})
     params = urllib.parse.urlencode(
         {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
     )

@@ -229,6 +229,17 @@ def test_a_prometheus_behind_basic_auth_takes_the_header(
     wait_until("prometheus to answer with the credentials", answers, interval=0.2)
     res = CliRunner().invoke(cli, ["analyze", "--prometheus", url, "--json", *auth])
     _check_fleet(json.loads(res.stdout), onset)
+    # Credentials in the URL work too, and are never printed.
+    inline = url.replace("http://", "http://fdguard:fdguard-test@")
+    res = CliRunner().invoke(cli, ["analyze", "--prometheus", inline, "--json"])
+    assert res.exit_code == 10, res.output
+    assert json.loads(res.stdout)["source"] == url.replace("http://", "http://fdguard:***@")
+    assert "fdguard-test" not in res.stdout
+    wrong = CliRunner().invoke(cli, ["analyze", "--prometheus",
+                                     url.replace("http://", "http://fdguard:nope@")])
+    assert wrong.exit_code == 2
+    assert "nope" not in wrong.stderr
+    assert "HTTP 401" in wrong.stderr
     refused = CliRunner().invoke(cli, ["analyze", "--prometheus", url])
     assert refused.exit_code == 2
     assert f"{url}: HTTP 401 Unauthorized: it wants credentials" in refused.stderr

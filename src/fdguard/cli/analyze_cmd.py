@@ -27,6 +27,7 @@ from fdguard.promsource import (
     load_range_json,
     match_limits,
     query_range,
+    shown_url,
     step_for,
 )
 
@@ -409,14 +410,16 @@ def analyze_cmd(
         found = query_range(prom_url, q, start=end - span, end=end, step=res, headers=sent)
         if not found:
             raise UsageError(
-                f"{q!r} matched no series on {prom_url} over the last {since or '7d'}"
+                f"{q!r} matched no series on {shown_url(prom_url)} over the last"
+                f" {since or '7d'}"
             )
         lq = limit_query or limit_query_for(q)
         limits: list[int | None] = [limit] * len(found)
         if limit is None and lq is not None:
             limits = match_limits(found, query_range(prom_url, lq, start=end - span,
                                                      end=end, step=res, headers=sent))
-        if _prom_report(_judge_all(found, limits, config, jobs), prom_url, as_json, q):
+        source = shown_url(prom_url)
+        if _prom_report(_judge_all(found, limits, config, jobs), source, as_json, q):
             raise click.exceptions.Exit(int(ExitStatus.LEAK_FOUND))
         return
     assert series is not None
