@@ -23,7 +23,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -139,9 +139,25 @@ def load_range_json(text: str, source: str) -> list[PromSeries]:
 
 
 def step_for(seconds: float, step: float) -> float:
-    """`step`, or the smallest whole step that keeps a range of `seconds` under
-    MAX_POINTS points per series."""
-    return max(step, math.ceil(seconds / (MAX_POINTS - 1)))
+    """`step`, or the smallest step (in whole milliseconds, Prometheus' resolution)
+    that keeps a range of `seconds` under MAX_POINTS points per series."""
+    return max(step, math.ceil(seconds / (MAX_POINTS - 1) * 1000) / 1000)
+
+
+def parse_headers(given: Sequence[str], option: str = "--header") -> dict[str, str]:
+    """`NAME:VALUE` strings (as curl and promtool take them) -> headers.
+
+    Raises:
+        UsageError: one without a colon, or with a name that is empty or has spaces
+            (its value is not repeated: it may be a secret).
+    """
+    out = {}
+    for h in given:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+            raise UsageError(f"{option} {h.split(':')[0][:20]!r}...: expected NAME:VALUE")
+        out[name.strip()] = value.strip()
+    return out
 
 
 def shown_url(url: str) -> str:
@@ -180,18 +196,62 @@ def query_range(
 ) -> list[PromSeries]:
     """Run `query` over [start, end] every `step` seconds on the Prometheus at `url`.
 
+    Each value is the series' latest sample at that instant (within Prometheus'
+    5-minute look-back): the series resampled on the step.
+
     Raises:
         UsageError: a URL that is not http(s), a server that cannot be reached or
             does not answer as Prometheus does, or a query it rejects (its message).
     """
+    params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+    return parse_range_result(_get(url, "query_range", params, query, timeout, headers), url)
+
+
+def query_raw(
+    url: str,
+    selector: str,
+    *,
+    start: float,
+    end: float,
+    timeout: float = 30.0,
+    headers: Mapping[str, str] | None = None,
+) -> list[PromSeries]:
+    """The samples `selector` (a metric and labels) stored in [start, end], with the
+    times they were scraped at: `selector[Ns]` at `end`. Unlike a range query, nothing
+    is carried forward, so an instant before a series' first sample has no value
+    (a previous process's last count does not fill it).
+
+    Raises:
+        UsageError: as `query_range`; also for a query that is not a selector.
+    """
+    span = max(1, math.ceil(end - start))
+    query = f"{selector}[{span}s]"
+    params = {"query": query, "time": f"{end:.3f}"}
+    found = parse_range_result(_get(url, "query", params, query, timeout, headers), url)
+    return [
+        PromSeries(s.labels, *_within(s.times, s.values, start)) for s in found
+    ]
+
+
+def _within(times: list[float], values: list[float], start: float) -> tuple[list[float], ...]:
+    keep = [i for i, t in enumerate(times) if t >= start]
+    return [times[i] for i in keep], [values[i] for i in keep]
+
+
+def _get(
+    url: str,
+    endpoint: str,
+    params: Mapping[str, str],
+    query: str,
+    timeout: float,
+    headers: Mapping[str, str] | None,
+) -> Any:
+    """GET /api/v1/`endpoint` with `params`: the answer's JSON (see `query_range`)."""
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--prometheus must be an http(s) URL, got {shown_url(url)!r}")
-    url, headers = _credentials(url, headers or {})
-    params = urllib.parse.urlencode(
-        {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
-    )
-    full = f"{url.rstrip('/')}/api/v1/query_range?{params}"
-    req = urllib.request.Request(full, headers={"Accept": "application/json", **(headers or {})})
+    url, sent = _credentials(url, headers or {})
+    full = f"{url.rstrip('/')}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
+    req = urllib.request.Request(full, headers={"Accept": "application/json", **sent})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = resp.read()
@@ -217,10 +277,9 @@ def query_range(
         reason = getattr(err, "reason", err)
         raise UsageError(f"cannot reach Prometheus at {url}: {reason}") from None
     try:
-        doc = json.loads(body)
+        return json.loads(body)
     except ValueError:
         raise UsageError(f"{url}: the answer is not JSON (is it Prometheus?)") from None
-    return parse_range_result(doc, url)
 
 
 def match_limits(
@@ -258,3 +317,34 @@ def judge_all(
         return [_judge_one(w) for w in work]
     with ProcessPoolExecutor(max_workers=min(jobs, len(work))) as pool:
         return list(pool.map(_judge_one, work, chunksize=max(1, len(work) // (4 * jobs))))
+
+
+DEFAULT_HISTORY_QUERY = 'process_open_fds{pid="{pid}"}'
+"""Which series holds a process's past: fdguard export's own, by PID. `{pid}` and
+`{comm}` are replaced by the process's."""
+
+
+def history_source(
+    url: str,
+    template: str = DEFAULT_HISTORY_QUERY,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> Callable[[int, str, float, float], list[tuple[float, float]]]:
+    """A `fdguard.watch.HistorySource` reading a process's past from a Prometheus:
+    the samples stored for the selector `template` (with `{pid}` and `{comm}`
+    filled in) over the span asked, as scraped (`query_raw`: a range query would
+    fill the instants before the process's first scrape with whatever the series
+    held before, a previous process's count). It must match one series; none or
+    several is an error (a UsageError the watch reports)."""
+
+    def fetch(pid: int, comm: str, since: float, until: float) -> list[tuple[float, float]]:
+        query = template.replace("{pid}", str(pid)).replace("{comm}", comm)
+        found = query_raw(url, query, start=since, end=until, headers=headers)
+        if len(found) != 1:
+            raise UsageError(
+                f"history: {query!r} matched {len(found)} series on {shown_url(url)}; a"
+                " process's past is one series (--history-query)"
+            )
+        return list(zip(found[0].times, found[0].values, strict=True))
+
+    return fetch

@@ -48,7 +48,7 @@ from fdguard.errors import AccessDenied, FdguardError, NoSuchProcess, UsageError
 from fdguard.inspect import count as count_fds
 from fdguard.inspect import snapshot as take_snapshot
 from fdguard.model import TROUBLE_STATES, ProcessRef, Snapshot
-from fdguard.procfs.pids import read_identity, read_limits, read_ref
+from fdguard.procfs.pids import read_identity, read_limits, read_ref, started_at
 from fdguard.procfs.process import DEFAULT_ROOT
 from fdguard.store import Store
 from fdguard.targets import Target, TargetChange, TargetSet
@@ -176,6 +176,12 @@ class _State:
     denied: bool = False
 
 
+HistorySource = Callable[[int, str, float, float], Sequence[tuple[float, float]]]
+"""A process's past counts from elsewhere (a Prometheus): `(pid, comm, since, until)`
+-> `(wall time, count)` samples between those wall times, oldest first. May raise
+`FdguardError` (the watch goes on, without them, and says why)."""
+
+
 def _suspicious(v: Verdict) -> bool:
     """A leak, or partial evidence: the floor already above the reference level
     (LeakVerdict's `floor`/`reference`; a detector without them is never suspicious
@@ -221,6 +227,8 @@ class Watcher:
         sinks: where alert transitions go.
         on_event: called with every `WatchEvent`, in the loop's thread.
         detector_factory: makes a detector for a soft limit (default `LeakDetector`).
+        history: where a newly followed process's past counts come from, so its
+            detector judges at once instead of after a day (see `_prime`).
         count_fn, snapshot_fn, root: the readers (tests and benches may swap them).
     """
 
@@ -238,8 +246,10 @@ class Watcher:
         count_fn: Callable[[int], int] = count_fds,
         snapshot_fn: Callable[[int, ProcessRef], Snapshot] | None = None,
         root: str = DEFAULT_ROOT,
+        history: HistorySource | None = None,
     ) -> None:
         self.targets = targets
+        self.history = history
         self.config = config or WatchConfig()
         self.clock = clock
         self.store = store
@@ -412,6 +422,32 @@ class Watcher:
         st.kind_detectors = dict(kinds)
         return saved_wall
 
+    def _prime(self, st: _State, mono: float, wall: float) -> dict[str, Any]:
+        """Feed a newly followed process's detector its own past from `self.history`:
+        the samples since the process started (never a previous process's: a restart
+        is a new series) and within the detector's look-back. What was used, or why
+        nothing was, for the start event."""
+        assert self.history is not None
+        tgt = st.target
+        cfg = self.config.detector or DetectorConfig()
+        try:
+            born = started_at(tgt.ref, root=self.root)
+        except FdguardError as err:
+            return {"samples": 0, "error": str(err)}
+        since = max(born, wall - cfg.lookback_periods * cfg.period_seconds)
+        try:
+            past = self.history(tgt.pid, tgt.comm, since, wall)
+        except FdguardError as err:
+            return {"samples": 0, "error": str(err)}
+        shift = mono - wall  # the same moment on the monotonic clock
+        used, first = 0, None
+        for t, n in past:
+            if since <= t < wall:
+                st.detector.update(t + shift, n)
+                used += 1
+                first = t if first is None else first
+        return {"samples": used, "since": first}
+
     # -- the round ------------------------------------------------------------------
 
     def _emit(self, events: list[WatchEvent], ev: WatchEvent, tid: int | None = None) -> None:
@@ -474,6 +510,7 @@ class Watcher:
         st = _State(tgt, self.detector_factory(limits.soft), soft=limits.soft, hard=limits.hard)
         st.last_limits = st.saved_at = mono
         data: dict[str, Any] = {"command": list(tgt.command), "soft_limit": limits.soft}
+        resumed = None
         if self.store is not None:
             st.store_id = self.store.target_id(tgt.ref, tgt.command, wall, tgt.spec.label)
             if self._saves_states:
@@ -482,6 +519,8 @@ class Watcher:
                     # The verdict itself is left to the first live sample, which reports
                     # a leak found before the restart as a verdict change like any other.
                     data["resumed_from"] = resumed
+        if resumed is None and self.history is not None:
+            data["history"] = self._prime(st, mono, wall)
         self._states[tgt.ref] = st
         if change.previous is not None:
             data["previous_pid"] = change.previous.ref.pid

@@ -104,3 +104,4 @@ def test_the_step_grows_to_stay_under_prometheus_point_limit() -> None:
     step = step_for(week4, 60)
     assert step > 60
     assert week4 / step + 1 <= MAX_POINTS
+    assert step_for(16.0, 0.05) == 0.05  # sub-second steps stay (a scaled-down test)

@@ -26,6 +26,7 @@ from fdguard.promsource import (
     limit_query_for,
     load_range_json,
     match_limits,
+    parse_headers,
     query_range,
     shown_url,
     step_for,
@@ -202,16 +203,6 @@ def _human(v: LeakVerdict, kind: str | None, kinds: dict[str, LeakVerdict]) -> l
         rate = "" if kv.rate_per_hour is None else f" {kv.rate_per_hour:+.2f}/h"
         lines.append(f"  {name}: {tag}{rate}")
     return lines
-
-
-def _headers(given: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for h in given:
-        name, sep, value = h.partition(":")
-        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
-            raise UsageError(f"--header {h.split(':')[0]!r}...: expected NAME:VALUE")
-        out[name.strip()] = value.strip()
-    return out
 
 
 def _read(series: str) -> tuple[str, str]:
@@ -406,7 +397,7 @@ def analyze_cmd(
         span = parse_duration(since or "7d")
         end = time.time()
         res = step_for(span, parse_duration(step or "60s"))
-        sent = _headers(headers)
+        sent = parse_headers(headers)
         found = query_range(prom_url, q, start=end - span, end=end, step=res, headers=sent)
         if not found:
             raise UsageError(

@@ -10,6 +10,7 @@ from fdguard.cli.watch_cmd import (
     build_alerts,
     close_store,
     exited,
+    history_from,
     open_store,
     resolve_targets,
     stop_on_sigterm,
@@ -62,6 +63,9 @@ def export(
     snapshot_every: float,
     rescan_every: float,
     period: float,
+    history_url: str | None,
+    history_query: str | None,
+    history_headers: tuple[str, ...],
     duration: float | None,
     rounds: int | None,
     command: tuple[str, ...],
@@ -78,6 +82,7 @@ def export(
     target_specs, launched = resolve_targets(
         pids, names, cmdlines, pidfiles, cgroups, specs, command, verb="export"
     )
+    history = history_from(history_url, history_query, history_headers)
     store = None
     watcher: Watcher | None = None
     server = None
@@ -90,6 +95,7 @@ def export(
             ),
             store=store,
             alerts=build_alerts(0.8, 60.0, 3600.0),
+            history=history,
         )
         try:
             server = serve(

@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,11 +32,33 @@ from fdguard.alerts import (
 from fdguard.cli.render import console, echo_json
 from fdguard.detect import DetectorConfig
 from fdguard.errors import FdguardError, LeakDetected, NoSuchProcess, UsageError
+from fdguard.promsource import DEFAULT_HISTORY_QUERY, history_source, parse_headers
 from fdguard.store import Store, default_path
 from fdguard.targets import LaunchedProcess, SpecKind, TargetSet, TargetSpec
-from fdguard.watch import TargetView, WatchConfig, Watcher, WatchEvent, detector_config_for
+from fdguard.watch import (
+    HistorySource,
+    TargetView,
+    WatchConfig,
+    Watcher,
+    WatchEvent,
+    detector_config_for,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def history_from(
+    url: str | None, query: str | None, headers: tuple[str, ...]
+) -> HistorySource | None:
+    """The watcher's history source for the --history-* options (None without a URL)."""
+    if url is None:
+        if query is not None or headers:
+            opt = "--history-query" if query is not None else "--history-header"
+            raise UsageError(f"{opt} needs --history-from URL")
+        return None
+    return history_source(
+        url, query or DEFAULT_HISTORY_QUERY, headers=parse_headers(headers, "--history-header")
+    )
 
 
 def target_options(f: F) -> F:
@@ -119,6 +142,28 @@ def target_options(f: F) -> F:
             show_default=True,
             help="Longest healthy cycle (s) the leak detector tolerates; it needs this much "
             "history before it judges.",
+        ),
+        click.option(
+            "--history-from",
+            "history_url",
+            metavar="URL",
+            help="Read each new process's past counts from this Prometheus, so the leak "
+            "detector judges at once instead of learning for a day (only samples since "
+            "the process started: a restart is a new series).",
+        ),
+        click.option(
+            "--history-query",
+            metavar="PROMQL",
+            help="With --history-from: the one series of a process's count; {pid} and "
+            "{comm} are filled in  [default: process_open_fds{pid=\"{pid}\"}, as fdguard "
+            "export publishes it]",
+        ),
+        click.option(
+            "--history-header",
+            "history_headers",
+            metavar="NAME:VALUE",
+            multiple=True,
+            help="With --history-from: an HTTP header to send (repeatable).",
         ),
         click.option(
             "--duration",
@@ -337,6 +382,14 @@ def _human_event(ev: WatchEvent) -> str | None:
         return f"[{d['severity']}] {d['rule']} {d['state']}: {who}: {d['message']}"
     if ev.type in ("start", "restart"):
         extra = f" (was pid {d['previous_pid']})" if ev.type == "restart" else ""
+        past = d.get("history")
+        if past is not None and past.get("error"):
+            extra += f"; no history: {past['error']}"
+        elif past is not None and past.get("samples"):
+            since = time.strftime("%Y-%m-%d %H:%M", time.localtime(past["since"]))
+            extra += f"; judged with {past['samples']} past samples since {since}"
+        elif past is not None:
+            extra += "; no history since it started"
         return f"{ev.type}: {who}{extra}, soft limit {d.get('soft_limit')}"
     if ev.type == "exit":
         return f"exit: {who}"
@@ -400,6 +453,9 @@ def watch(
     snapshot_every: float,
     rescan_every: float,
     period: float,
+    history_url: str | None,
+    history_query: str | None,
+    history_headers: tuple[str, ...],
     duration: float | None,
     rounds: int | None,
     command: tuple[str, ...],
@@ -424,6 +480,7 @@ def watch(
     target_specs, launched = resolve_targets(
         pids, names, cmdlines, pidfiles, cgroups, specs, command, verb="watch"
     )
+    history = history_from(history_url, history_query, history_headers)
     store = None
     watcher: Watcher | None = None
     try:
@@ -459,6 +516,7 @@ def watch(
             alerts=build_alerts(threshold, rate_alert, eta_horizon),
             sinks=sinks,
             on_event=on_event,
+            history=history,
         )
         if live_view:
             with (

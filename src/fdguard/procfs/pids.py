@@ -118,6 +118,25 @@ def read_limits(pid: int, *, root: str = DEFAULT_ROOT) -> Limits:
         return parse_limits(_read(f"{root}/{pid}/limits"), f"{root}/{pid}/limits")
 
 
+def boot_time(*, root: str = DEFAULT_ROOT) -> float:
+    """When the machine booted, in wall-clock seconds (/proc/stat's btime).
+
+    Raises:
+        ProcfsFormatError: no btime line.
+    """
+    data = _read(f"{root}/stat")
+    for line in data.split(b"\n"):
+        if line.startswith(b"btime "):
+            return float(line.split()[1])
+    raise ProcfsFormatError(f"{root}/stat", None, "no btime line")
+
+
+def started_at(ref: ProcessRef, *, root: str = DEFAULT_ROOT) -> float:
+    """The wall-clock time `ref` started (its start time is in clock ticks since boot;
+    to within a tick, and to within a wall-clock step since boot)."""
+    return boot_time(root=root) + ref.start_time / os.sysconf("SC_CLK_TCK")
+
+
 def read_comm(pid: int, *, root: str = DEFAULT_ROOT) -> str:
     """The short name of `pid` (/proc/PID/comm: half the kernel's work of /proc/PID/stat).
 
