@@ -9,7 +9,7 @@ ENFILE for everyone).
 Per process it reads three things and holds nothing: the size of /proc/PID/fd (the
 fd count in O(1) on Linux >= 6.2), /proc/PID/comm and RLIMIT_NOFILE (by prlimit(),
 falling back to /proc/PID/limits for another user's process). No fd is listed or
-classified, so a host of a thousand processes is surveyed in milliseconds
+classified, so a host of a thousand processes is surveyed in tens of milliseconds
 (bench/top_cost.py times it against psutil and lsof). A process that
 exits while being read is left out; one whose files are refused (another user's,
 without root) is counted as unreadable, not guessed.
