@@ -136,8 +136,16 @@ def _check(doc: Any, source: str) -> Mapping[str, Any]:
             f"{source}: not an fdguard snapshot (save one with `fdguard inspect PID --json`)"
         )
     for key in ("pid", "start_time", "taken_at"):
-        if not isinstance(doc.get(key), (int, float)):
+        if not isinstance(doc.get(key), (int, float)) or isinstance(doc.get(key), bool):
             raise UsageError(f"{source}: not an fdguard snapshot: no numeric {key!r}")
+    for i, fd in enumerate(doc["fds"]):
+        if not isinstance(fd, Mapping) or not isinstance(fd.get("fd"), int):
+            raise UsageError(f"{source}: fds[{i}] is not an fd (an object with its number)")
+        for key in ("kind", "target", "state", "local", "remote"):
+            if not isinstance(fd.get(key), (str, type(None))):
+                raise UsageError(f"{source}: fds[{i}].{key} is not a string")
+        if not isinstance(fd.get("inode"), (int, type(None))):
+            raise UsageError(f"{source}: fds[{i}].inode is not a number")
     return doc
 
 

@@ -114,9 +114,10 @@ def _series(labels: dict[str, str], values: Sequence[Any], source: str) -> PromS
     for pair in values:
         try:
             t, raw = float(pair[0]), float(pair[1])
-        except (TypeError, ValueError, IndexError, KeyError):
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+            shown = repr(pair) if len(repr(pair)) <= 60 else repr(pair)[:57] + "..."
             raise UsageError(
-                f"{source}: {s.name}: sample {pair!r} is not [timestamp, \"value\"]"
+                f"{source}: {s.name}: sample {shown} is not [timestamp, \"value\"]"
             ) from None
         if not math.isfinite(raw):
             continue

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fdguard.errors import UsageError
 from fdguard.fddiff import diff, group_of
@@ -69,6 +71,14 @@ def test_biggest_net_change_first() -> None:
     assert [(g.kind, g.net) for g in d.groups] == [("file", 4), ("pipe", -1)]
 
 
+def test_an_fd_that_is_not_one_is_refused() -> None:
+    good = _snap([{"fd": 1, "kind": "file", "inode": 5}])
+    for bad in ({"fd": 1, "kind": "file", "inode": [1]}, {"fd": "1"}, 7,
+                {"fd": 1, "kind": ["file"]}):
+        with pytest.raises(UsageError, match=r"old.json: fds\[0\]"):
+            diff(_snap([bad]), good, source="old.json")
+
+
 def test_snapshots_of_two_processes_or_of_nothing_are_refused() -> None:
     with pytest.raises(UsageError, match=r"is a snapshot of pid 7 .* not of pid 8"):
         diff(_snap([]), _snap([], pid=8), source="old.json")
@@ -78,3 +88,47 @@ def test_snapshots_of_two_processes_or_of_nothing_are_refused() -> None:
         diff({"fds": "no"}, _snap([]))
     with pytest.raises(UsageError, match="no numeric 'taken_at'"):
         diff({"pid": 7, "start_time": 100, "fds": []}, _snap([]))
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                               max_size=4),
+    max_leaves=16,
+)
+_FD = st.fixed_dictionaries(
+    {"fd": st.integers(0, 5) | _JSON, "kind": st.sampled_from(["file", "tcp", "pipe"]) | _JSON},
+    optional={"inode": st.integers(0, 3) | _JSON, "target": _JSON, "state": _JSON,
+              "local": _JSON, "remote": _JSON, "deleted": _JSON},
+)
+
+
+_GOOD_FD = st.fixed_dictionaries(
+    {"fd": st.integers(0, 5), "kind": st.sampled_from(["file", "tcp", "pipe"])},
+    optional={"inode": st.integers(0, 3), "target": st.text(max_size=6),
+              "state": st.sampled_from(["ESTAB", "CLOSE-WAIT"]),
+              "local": st.sampled_from(["127.0.0.1:80", "127.0.0.1:40000"])},
+)
+
+
+def _corrupt(fds: list[dict[str, Any]], key: str, value: Any) -> Any:
+    """A snapshot of `fds` whose first fd has `key` set to `value` (anything)."""
+    return _snap([{**fds[0], key: value}, *fds[1:]] if fds else [value])
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(before=_JSON | st.builds(_snap, st.lists(_FD, max_size=4)) | st.builds(
+           _corrupt, st.lists(_GOOD_FD, max_size=3),
+           st.sampled_from(["fd", "kind", "inode", "target", "state", "local", "remote",
+                            "deleted"]), _JSON),
+       fds=st.lists(_GOOD_FD, max_size=4))
+def test_any_json_before_is_a_diff_or_a_usage_error(before: Any, fds: list[Any]) -> None:
+    try:
+        d = diff(before, _snap(fds))
+    except UsageError as err:
+        message = str(err)
+        assert "\n" not in message
+        return
+    assert len(d.opened) + len(d.moved) <= d.after_count
+    assert sum(g.opened for g in d.groups) == len(d.opened)
+    assert sum(g.closed for g in d.groups) == len(d.closed)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fdguard.errors import UsageError
 from fdguard.promsource import (
@@ -60,6 +63,7 @@ def test_nan_and_stale_samples_are_left_out() -> None:
         ([{"metric": {"pid": "1"}, "values": [[1, "x"]]}],
          "x: {pid=\"1\"}: sample [1, 'x'] is not [timestamp, \"value\"]"),
         ([{"metric": {"pid": "1"}, "values": [[1, "-1"]]}], "x: {pid=\"1\"}: value -1 at 1"),
+        ([{"metric": {}, "values": [[10**400, "1"]]}], "x: {}: sample [1000000000"),
         ([{"metric": {"pid": "1"}, "values": [[5, "1"], [4, "1"]]}],
          "x: {pid=\"1\"}: timestamp 4 goes back in time"),
         ("nope", "x: expected a list of series, got str"),
@@ -105,3 +109,35 @@ def test_the_step_grows_to_stay_under_prometheus_point_limit() -> None:
     assert step > 60
     assert week4 / step + 1 <= MAX_POINTS
     assert step_for(16.0, 0.05) == 0.05  # sub-second steps stay (a scaled-down test)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=4),
+    max_leaves=20,
+)
+_SERIES = st.fixed_dictionaries({
+    "metric": st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3) | _JSON,
+    "values": st.lists(st.lists(_JSON | st.text(max_size=6), max_size=3), max_size=6) | _JSON,
+})
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(doc=_JSON | st.lists(_SERIES, max_size=3) | st.fixed_dictionaries({
+    "status": st.sampled_from(["success", "error"]) | _JSON,
+    "data": st.fixed_dictionaries({"resultType": st.sampled_from(["matrix", "vector"]),
+                                   "result": st.lists(_SERIES, max_size=3) | _JSON}) | _JSON,
+}))
+def test_any_json_is_series_or_a_usage_error(doc: object) -> None:
+    try:
+        series = parse_range_result(doc, "fuzz")
+    except UsageError as err:
+        message = str(err)
+        series = []
+        assert message.startswith("fuzz")  # names its source, and is one line
+        assert "\n" not in message
+    for s in series:
+        assert len(s.times) == len(s.values)
+        assert s.times == sorted(s.times)
+        assert all(v >= 0 and math.isfinite(v) for v in s.values)
