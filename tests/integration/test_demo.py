@@ -32,6 +32,7 @@ def _check(output: str, out: Path, node: str, steps: int, *, emfile: bool = True
     assert seen == sorted(seen)
     assert "leak detected" in output
     assert f"Open the report: {out / 'report.md'}" in output
+    assert output.rstrip().splitlines()[-1].startswith("On your own services: `fdguard top`")
     tmp = re.search(r"to (/\S+)/service\.js", output)
     assert tmp is not None
     assert not Path(tmp.group(1)).exists(), "the demo left its temporary directory"

@@ -40,3 +40,8 @@ def demo(out_dir: str, trace_window: float, no_emfile: bool, guard: bool) -> Non
     )
     click.echo(f"done in {res.elapsed_s:.0f} s. Open the report: {res.written.markdown}")
     click.echo(f"  or in a browser: {res.written.html.resolve()}")
+    click.echo(
+        "On your own services: `fdguard top` (which process is nearest its limit), "
+        "`fdguard inspect PID --for 30s` (what it opened meanwhile), "
+        "`fdguard watch --pid PID` (leak verdict, rate, ETA)."
+    )
