@@ -320,6 +320,8 @@ def judge_all(
         return list(pool.map(_judge_one, work, chunksize=max(1, len(work) // (4 * jobs))))
 
 
+_Samples = list[tuple[float, float]]
+
 DEFAULT_HISTORY_QUERY = 'process_open_fds{pid="{pid}"}'
 """Which series holds a process's past: fdguard export's own, by PID. `{pid}` and
 `{comm}` are replaced by the process's."""
@@ -330,22 +332,40 @@ def history_source(
     template: str = DEFAULT_HISTORY_QUERY,
     *,
     headers: Mapping[str, str] | None = None,
-) -> Callable[[int, str, float, float], list[tuple[float, float]]]:
+) -> Callable[[int, str, float, float], dict[str, _Samples]]:
     """A `fdguard.watch.HistorySource` reading a process's past from a Prometheus:
     the samples stored for the selector `template` (with `{pid}` and `{comm}`
     filled in) over the span asked, as scraped (`query_raw`: a range query would
     fill the instants before the process's first scrape with whatever the series
     held before, a previous process's count). It must match one series; none or
-    several is an error (a UsageError the watch reports)."""
+    several is an error (a UsageError the watch reports).
 
-    def fetch(pid: int, comm: str, since: float, until: float) -> list[tuple[float, float]]:
+    With the default template (fdguard export's own series) the per-kind series
+    that fdguard export publishes beside it are read too (`fdguard_open_fds_by_kind`
+    and `fdguard_tcp_sockets_by_state` of that PID), so the per-kind detectors judge
+    at once as well (a CLOSE-WAIT leak under a flat total)."""
+
+    def raw(query: str, since: float, until: float) -> list[PromSeries]:
+        return query_raw(url, query, start=since, end=until, headers=headers)
+
+    def fetch(pid: int, comm: str, since: float, until: float) -> dict[str, _Samples]:
         query = template.replace("{pid}", str(pid)).replace("{comm}", comm)
-        found = query_raw(url, query, start=since, end=until, headers=headers)
+        found = raw(query, since, until)
         if len(found) != 1:
             raise UsageError(
                 f"history: {query!r} matched {len(found)} series on {shown_url(url)}; a"
                 " process's past is one series (--history-query)"
             )
-        return list(zip(found[0].times, found[0].values, strict=True))
+        out = {"": list(zip(found[0].times, found[0].values, strict=True))}
+        if template != DEFAULT_HISTORY_QUERY:
+            return out
+        for metric, label, prefix in (
+            ("fdguard_open_fds_by_kind", "kind", ""),
+            ("fdguard_tcp_sockets_by_state", "state", "tcp:"),
+        ):
+            for s in raw(f'{metric}{{pid="{pid}"}}', since, until):
+                if s.labels.get(label):
+                    out[prefix + s.labels[label]] = list(zip(s.times, s.values, strict=True))
+        return out
 
     return fetch

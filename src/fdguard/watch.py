@@ -176,10 +176,12 @@ class _State:
     denied: bool = False
 
 
-HistorySource = Callable[[int, str, float, float], Sequence[tuple[float, float]]]
+HistorySource = Callable[[int, str, float, float], Mapping[str, Sequence[tuple[float, float]]]]
 """A process's past counts from elsewhere (a Prometheus): `(pid, comm, since, until)`
--> `(wall time, count)` samples between those wall times, oldest first. May raise
-`FdguardError` (the watch goes on, without them, and says why)."""
+-> series of `(wall time, count)` samples between those wall times, oldest first:
+`""` is the total, any other key a per-kind series named as the watcher names them
+("pipe", "tcp:CLOSE-WAIT"). May raise `FdguardError` (the watch goes on, without
+them, and says why)."""
 
 
 def _suspicious(v: Verdict) -> bool:
@@ -440,13 +442,20 @@ class Watcher:
         except FdguardError as err:
             return {"samples": 0, "error": str(err)}
         shift = mono - wall  # the same moment on the monotonic clock
-        used, first = 0, None
-        for t, n in past:
-            if since <= t < wall:
-                st.detector.update(t + shift, n)
-                used += 1
-                first = t if first is None else first
-        return {"samples": used, "since": first}
+        used, first, kinds = 0, None, 0
+        for name, series in past.items():
+            kept = [(t + shift, n) for t, n in series if since <= t < wall]
+            if not kept:
+                continue
+            if name:
+                det = st.kind_detectors[name] = self.detector_factory(st.soft)
+                kinds += 1
+            else:
+                det = st.detector
+                used, first = len(kept), kept[0][0] - shift
+            for t, n in kept:
+                det.update(t, n)
+        return {"samples": used, "since": first, "kinds": kinds}
 
     # -- the round ------------------------------------------------------------------
 

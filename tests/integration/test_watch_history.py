@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from fdguard.cli.main import cli
+from fdguard.inspect import snapshot
 from fdguard.procfs.pids import read_ref, started_at
 from fdguard.promsource import history_source
 from fdguard.targets import SpecKind, TargetSet, TargetSpec
@@ -43,14 +44,17 @@ sys.stdin.read()
 """
 
 
-def _record(pid: int, seconds: float) -> list[tuple[float, int]]:
-    """What a scraper would have kept: the process's fd count every 50 ms."""
-    out = []
+def _record(pid: int, seconds: float) -> tuple[list[tuple[float, int]], list[Any]]:
+    """What fdguard export's scrapes would have kept: the process's fd count every 50 ms
+    and its count of each kind (a classified snapshot)."""
+    out, kinds = [], []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        out.append((time.time(), len(list(Path(f"/proc/{pid}/fd").iterdir()))))
+        t = time.time()
+        out.append((t, len(list(Path(f"/proc/{pid}/fd").iterdir()))))
+        kinds.append((t, snapshot(pid, probe_sockets=False).by_kind))
         time.sleep(0.05)  # the scrape interval, not a wait for anything
-    return out
+    return out, kinds
 
 
 @pytest.fixture
@@ -59,11 +63,15 @@ def leaker_with_history(spawn: Any, tmp_path: Path) -> tuple[Any, str, list[tupl
     with promtool), plus a sample from before the child started, which must not be
     used: (child, Prometheus URL, the recorded samples)."""
     child = spawn(["prlimit", "--nofile=4096:4096", sys.executable, "-c", LEAKER])
-    past = _record(child.pid, 5.0)
+    past, kinds = _record(child.pid, 5.0)
     born = started_at(read_ref(child.pid))
     lines = ["# TYPE process_open_fds gauge",
              f'process_open_fds{{pid="{child.pid}"}} 99999 {born - 1.0:.3f}']
     lines += [f'process_open_fds{{pid="{child.pid}"}} {n} {t:.3f}' for t, n in past]
+    lines.append("# TYPE fdguard_open_fds_by_kind gauge")
+    for kind in sorted({k for _, by in kinds for k in by}):
+        lines += [f'fdguard_open_fds_by_kind{{kind="{kind}",pid="{child.pid}"}} '
+                  f"{by.get(kind, 0)} {t:.3f}" for t, by in kinds]
     (tmp_path / "h.om").write_text("\n".join([*lines, "# EOF", ""]))
     subprocess.run([installed("promtool", "prometheus"), "tsdb", "create-blocks-from",
                     "openmetrics", "--quiet", str(tmp_path / "h.om"), str(tmp_path / "tsdb")],
@@ -83,12 +91,13 @@ def leaker_with_history(spawn: Any, tmp_path: Path) -> tuple[Any, str, list[tupl
     return child, url, past
 
 
-def _watch(pid: int, rounds: int, **kw: Any) -> list[WatchEvent]:
+def _watch(pid: int, rounds: int, **kw: Any) -> tuple[list[WatchEvent], Any]:
+    """Watch `pid` for `rounds`: (its events, the watcher's views at the end)."""
     events: list[WatchEvent] = []
     w = Watcher(TargetSet([TargetSpec(SpecKind.PID, str(pid))]), config=CONFIG,
                 on_event=events.append, **kw)
     w.run(max_rounds=rounds)
-    return events
+    return events, w.views()
 
 
 def test_a_watch_primed_from_prometheus_judges_at_once(
@@ -96,12 +105,12 @@ def test_a_watch_primed_from_prometheus_judges_at_once(
 ) -> None:
     child, url, past = leaker_with_history
     # Without history: a period to learn before any verdict.
-    cold = _watch(child.pid, 3)
+    cold, _ = _watch(child.pid, 3)
     first = next(e for e in cold if e.type == "sample")
     assert first.data["warmup_left"] > 3.0
     assert not [e for e in cold if e.type == "verdict"]
 
-    primed = _watch(child.pid, 10, history=history_source(url))
+    primed, views = _watch(child.pid, 10, history=history_source(url))
     [start] = [e for e in primed if e.type == "start"]
     used = start.data["history"]
     # Every recorded sample, as scraped; not the one from before the process started
@@ -115,17 +124,26 @@ def test_a_watch_primed_from_prometheus_judges_at_once(
     assert leaks[0].data["leak"] is True
     rate = leaks[0].data["rate_per_hour"] / 3600
     assert 0.75 * RATE <= rate <= 1.25 * RATE, rate
+    # The per-kind series fdguard export publishes came too: the leak is of chardevs
+    # (/dev/null), judged at the first snapshot; the pipes are judged and steady.
+    assert used["kinds"] >= 2
+    by_kind = [e for e in primed if e.type == "verdict" and e.data["kind"] is not None]
+    assert [(e.data["kind"], e.data["leak"]) for e in by_kind] == [("chardev", True)]
+    [view] = views
+    pipes = view.kind_verdicts["pipe"]
+    assert pipes.leak is False
+    assert getattr(pipes, "warmup_left", 0) is None
 
 
 def test_history_that_cannot_be_had_is_said_and_the_watch_goes_on(
     leaker_with_history: tuple[Any, str, list[tuple[float, int]]],
 ) -> None:
     child, url, _past = leaker_with_history
-    events = _watch(child.pid, 2, history=history_source(url, 'process_open_fds{pid="1"}x'))
+    events, _ = _watch(child.pid, 2, history=history_source(url, 'process_open_fds{pid="1"}x'))
     [start] = [e for e in events if e.type == "start"]
     assert "rejected" in start.data["history"]["error"]
     assert [e.type for e in events].count("sample") == 2
-    nothing = _watch(child.pid, 2, history=history_source(url, 'up{job="none-{pid}"}'))
+    nothing, _ = _watch(child.pid, 2, history=history_source(url, 'up{job="none-{pid}"}'))
     [start] = [e for e in nothing if e.type == "start"]
     assert "matched 0 series" in start.data["history"]["error"]
     # The CLI says it in the start line.
