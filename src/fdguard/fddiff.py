@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,8 +149,15 @@ def _check(doc: Any, source: str) -> Mapping[str, Any]:
     return doc
 
 
-def diff(before: Any, after: Any, *, source: str = "BEFORE") -> SnapshotDiff:
-    """The change from snapshot `before` to `after` (both `fdguard inspect --json` docs).
+def diff(
+    before: Any,
+    after: Any,
+    *,
+    source: str = "BEFORE",
+    keep: Callable[[str, str | None], bool] | None = None,
+) -> SnapshotDiff:
+    """The change from snapshot `before` to `after` (both `fdguard inspect --json` docs),
+    of the fds `keep(kind, state)` accepts on both sides (all without it).
 
     Raises:
         UsageError: a document that is not a snapshot, or snapshots of two different
@@ -163,8 +170,12 @@ def diff(before: Any, after: Any, *, source: str = "BEFORE") -> SnapshotDiff:
             f"{source} is a snapshot of pid {b['pid']} (start time {b['start_time']}), not "
             f"of pid {a['pid']} as it runs now (start time {a['start_time']}): take a new one"
         )
-    old = {_identity(f): f for f in b["fds"]}
-    new = {_identity(f): f for f in a["fds"]}
+    b_fds, a_fds = b["fds"], a["fds"]
+    if keep is not None:
+        b_fds = [f for f in b_fds if keep(f.get("kind"), f.get("state"))]
+        a_fds = [f for f in a_fds if keep(f.get("kind"), f.get("state"))]
+    old = {_identity(f): f for f in b_fds}
+    new = {_identity(f): f for f in a_fds}
     opened = tuple(f for k, f in new.items() if k not in old)
     closed = tuple(f for k, f in old.items() if k not in new)
     moved = tuple(
@@ -176,8 +187,8 @@ def diff(before: Any, after: Any, *, source: str = "BEFORE") -> SnapshotDiff:
         pid=int(a["pid"]),
         before_at=float(b["taken_at"]),
         after_at=float(a["taken_at"]),
-        before_count=len(b["fds"]),
-        after_count=len(a["fds"]),
+        before_count=len(b_fds),
+        after_count=len(a_fds),
         opened=opened,
         closed=closed,
         moved=moved,

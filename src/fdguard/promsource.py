@@ -1,12 +1,13 @@
-"""Series from Prometheus, for `fdguard analyze`: its HTTP API's range queries, live or saved.
+"""Series from Prometheus, for `fdguard analyze` and `fdguard watch --history-from`.
 
 A fleet already scraping `process_open_fds` (every exporter publishes it) holds days
 of history that fdguard's detector can judge at once, instead of watching for a day
 before it can tell a leak from a daily cycle. This module fetches a range query
 (`/api/v1/query_range`) or reads its saved JSON (the API's response, or the bare
 `result` array that `promtool query range -o json` prints) into one `PromSeries` per
-label set; it never prints and raises `UsageError` for anything unusable, naming
-what was wrong.
+label set, judges them (`judge_all`), and reads one process's samples as scraped
+for a watch to start from (`history_source`). It never prints and raises
+`UsageError` for anything unusable, naming what was wrong.
 
 The soft limit of each series, for the ETA, comes from a second range query whose
 series are matched by their labels (all but `__name__`): `process_max_fds` with the
@@ -161,6 +162,12 @@ def parse_headers(given: Sequence[str], option: str = "--header") -> dict[str, s
     return out
 
 
+def check_url(url: str, option: str = "the Prometheus URL") -> None:
+    """Raise UsageError, naming `option`, unless `url` is http(s)."""
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"{option} must be an http(s) URL, got {shown_url(url)!r}")
+
+
 def shown_url(url: str) -> str:
     """`url` fit to print: a password in it (`http://user:pass@host`) becomes `***`."""
     parts = urllib.parse.urlsplit(url)
@@ -248,8 +255,7 @@ def _get(
     headers: Mapping[str, str] | None,
 ) -> Any:
     """GET /api/v1/`endpoint` with `params`: the answer's JSON (see `query_range`)."""
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"--prometheus must be an http(s) URL, got {shown_url(url)!r}")
+    check_url(url)
     url, sent = _credentials(url, headers or {})
     full = f"{url.rstrip('/')}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
     req = urllib.request.Request(full, headers={"Accept": "application/json", **sent})

@@ -144,5 +144,4 @@ def survey(
             continue
         found.append(FdUsage(pid, comm, n, lim.soft, lim.hard))
     found.sort(key=lambda p: rank_key(p, "usage" if sort == "growth" else sort))
-    proc = "/proc" if root == DEFAULT_ROOT else root
-    return HostSurvey(time.time(), tuple(found), unreadable, read_file_nr(proc=proc))
+    return HostSurvey(time.time(), tuple(found), unreadable, read_file_nr(proc=root))

@@ -442,20 +442,18 @@ class Watcher:
         except FdguardError as err:
             return {"samples": 0, "error": str(err)}
         shift = mono - wall  # the same moment on the monotonic clock
-        used, first, kinds = 0, None, 0
+        total = [(t, n) for t, n in past.get("", ()) if since <= t < wall]
+        for t, n in total:
+            st.detector.update(t + shift, n)
+        kinds = 0
         for name, series in past.items():
-            kept = [(t + shift, n) for t, n in series if since <= t < wall]
-            if not kept:
-                continue
-            if name:
+            kept = [(t, n) for t, n in series if since <= t < wall]
+            if name and kept:
                 det = st.kind_detectors[name] = self.detector_factory(st.soft)
+                for t, n in kept:
+                    det.update(t + shift, n)
                 kinds += 1
-            else:
-                det = st.detector
-                used, first = len(kept), kept[0][0] - shift
-            for t, n in kept:
-                det.update(t, n)
-        return {"samples": used, "since": first, "kinds": kinds}
+        return {"samples": len(total), "since": total[0][0] if total else None, "kinds": kinds}
 
     # -- the round ------------------------------------------------------------------
 

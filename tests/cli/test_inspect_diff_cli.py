@@ -113,6 +113,11 @@ def test_a_diff_against_another_process_or_a_non_snapshot_is_refused(
     res = CliRunner().invoke(cli, ["inspect", str(one.pid), "--diff", str(junk)])
     assert res.exit_code == 2
     assert "not an fdguard snapshot" in res.stderr
+    # Filtered or not, a snapshot whose fds are not fds is refused, not a traceback.
+    junk.write_text(json.dumps({"pid": one.pid, "start_time": 1, "taken_at": 0, "fds": [7]}))
+    res = CliRunner().invoke(cli, ["inspect", str(one.pid), "--diff", str(junk), "--kind", "tcp"])
+    assert res.exit_code == 2
+    assert "fds[0] is not an fd" in res.stderr
     res = CliRunner().invoke(cli, ["inspect", str(one.pid), "--diff", str(junk), "--for", "1s"])
     assert res.exit_code == 2
     assert "not both" in res.stderr

@@ -156,3 +156,7 @@ def test_history_that_cannot_be_had_is_said_and_the_watch_goes_on(
                                    "--history-query", "x"])
     assert bad.exit_code == 2
     assert "--history-query needs --history-from URL" in bad.stderr
+    ftp = CliRunner().invoke(cli, ["watch", "--pid", str(child.pid), "--rounds", "1",
+                                   "--history-from", "ftp://127.0.0.1:9"])
+    assert ftp.exit_code == 2
+    assert "--history-from must be an http(s) URL" in ftp.stderr

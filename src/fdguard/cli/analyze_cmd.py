@@ -22,6 +22,7 @@ from fdguard.detect import DetectorConfig, LeakVerdict, analyze, analyze_by_kind
 from fdguard.errors import ExitStatus, UsageError
 from fdguard.promsource import (
     PromSeries,
+    check_url,
     judge_all,
     limit_query_for,
     load_range_json,
@@ -393,6 +394,7 @@ def analyze_cmd(
     elif series is not None:
         raise UsageError("give either a SERIES file or --prometheus URL, not both")
     if prom_url is not None:
+        check_url(prom_url, "--prometheus")
         q = query or "process_open_fds"
         span = parse_duration(since or "7d")
         end = time.time()

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -23,18 +24,24 @@ _KINDS = [k.value for k in FdKind]
 _STATES = [s.value for s in TcpState]
 
 
+def _keeper(kinds: tuple[str, ...], states: tuple[str, ...]) -> Callable[[str, str | None], bool]:
+    """The --kind/--state test on an fd's kind and TCP state (names as in the JSON)."""
+    wanted = set(kinds)
+    # "tcp" asks for both families, as `ss -t` does; "tcp6" only v6.
+    if "tcp" in wanted:
+        wanted.add("tcp6")
+    if "udp" in wanted:
+        wanted.add("udp6")
+
+    def keep(kind: str, state: str | None) -> bool:
+        return (not kinds or kind in wanted) and (not states or state in states)
+
+    return keep
+
+
 def _filter(snap: Snapshot, kinds: tuple[str, ...], states: tuple[str, ...]) -> Snapshot:
-    fds = snap.fds
-    if kinds:
-        wanted = set(kinds)
-        # "tcp" asks for both families, as `ss -t` does; "tcp6" only v6.
-        if "tcp" in wanted:
-            wanted.add("tcp6")
-        if "udp" in wanted:
-            wanted.add("udp6")
-        fds = tuple(f for f in fds if f.kind.value in wanted)
-    if states:
-        fds = tuple(f for f in fds if f.state is not None and f.state.value in states)
+    keep = _keeper(kinds, states)
+    fds = tuple(f for f in snap.fds if keep(f.kind.value, f.state.value if f.state else None))
     return dataclasses.replace(snap, fds=fds)
 
 
@@ -186,16 +193,6 @@ def count_cmd(pids: tuple[int, ...], as_json: bool) -> None:
             click.echo(f"{pid}\t{n}")
 
 
-def _keep(fd: dict[str, Any], kinds: tuple[str, ...], states: tuple[str, ...]) -> bool:
-    """`_filter`'s test on an fd of a snapshot's JSON."""
-    if kinds:
-        wanted = set(kinds) | ({"tcp6"} if "tcp" in kinds else set())
-        wanted |= {"udp6"} if "udp" in kinds else set()
-        if fd.get("kind") not in wanted:
-            return False
-    return not states or fd.get("state") in states
-
-
 def _diff(
     pid: int,
     before_file: str | None,
@@ -230,12 +227,8 @@ def _diff(
                 "apply to both sides here)"
             )
     now = snapshot(pid, fdinfo=fdinfo, root=root)
-    after = now.to_json()
-    if kinds or states:
-        for doc in (before, after):
-            if isinstance(doc, dict) and isinstance(doc.get("fds"), list):
-                doc["fds"] = [f for f in doc["fds"] if _keep(f, kinds, states)]
-    d = fddiff.diff(before, after, source=source)
+    keep = _keeper(kinds, states) if kinds or states else None
+    d = fddiff.diff(before, now.to_json(), source=source, keep=keep)
     if as_json:
         echo_json(d.to_json())
         return

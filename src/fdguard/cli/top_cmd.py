@@ -6,6 +6,7 @@ import dataclasses
 import re
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -100,7 +101,7 @@ def _json(r: _Round, top: int | None) -> dict[str, Any]:
 
 def _rounds(
     pattern: re.Pattern[str] | None, sort: SortKey, interval: float, rounds: int | None
-) -> Any:
+) -> Iterator[_Round]:
     """Yield a `_Round` every `interval` seconds, `rounds` times (None: until Ctrl-C)."""
     t0 = time.monotonic()
     first = prev = survey(name=pattern, sort=sort)

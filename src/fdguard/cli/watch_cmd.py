@@ -32,7 +32,12 @@ from fdguard.alerts import (
 from fdguard.cli.render import console, echo_json
 from fdguard.detect import DetectorConfig
 from fdguard.errors import FdguardError, LeakDetected, NoSuchProcess, UsageError
-from fdguard.promsource import DEFAULT_HISTORY_QUERY, history_source, parse_headers
+from fdguard.promsource import (
+    DEFAULT_HISTORY_QUERY,
+    check_url,
+    history_source,
+    parse_headers,
+)
 from fdguard.store import Store, default_path
 from fdguard.targets import LaunchedProcess, SpecKind, TargetSet, TargetSpec
 from fdguard.watch import (
@@ -56,6 +61,7 @@ def history_from(
             opt = "--history-query" if query is not None else "--history-header"
             raise UsageError(f"{opt} needs --history-from URL")
         return None
+    check_url(url, "--history-from")  # now, not once per process followed
     return history_source(
         url, query or DEFAULT_HISTORY_QUERY, headers=parse_headers(headers, "--history-header")
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fdguard.errors import NoSuchProcess, ProcfsFormatError
 from fdguard.model import Limits, ProcessRef
 from fdguard.procfs._oserror import process_errors, translate
+from fdguard.procfs.cputime import CLOCK_TICKS
 from fdguard.procfs.process import (
     DEFAULT_ROOT,
     _read_all,
@@ -134,7 +135,7 @@ def boot_time(*, root: str = DEFAULT_ROOT) -> float:
 def started_at(ref: ProcessRef, *, root: str = DEFAULT_ROOT) -> float:
     """The wall-clock time `ref` started (its start time is in clock ticks since boot;
     to within a tick, and to within a wall-clock step since boot)."""
-    return boot_time(root=root) + ref.start_time / os.sysconf("SC_CLK_TCK")
+    return boot_time(root=root) + ref.start_time / CLOCK_TICKS
 
 
 def read_comm(pid: int, *, root: str = DEFAULT_ROOT) -> str:
