@@ -48,15 +48,24 @@ class PromSeries:
 
     @property
     def name(self) -> str:
-        """The series in PromQL notation: `metric{label="value",...}`."""
+        """The series in PromQL notation, `metric{label="value",...}`, on one line:
+        quotes, backslashes and control characters escaped, as PromQL writes them."""
         labels = {k: v for k, v in self.labels.items() if k != "__name__"}
-        inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        return f"{self.labels.get('__name__', '')}{{{inner}}}"
+        inner = ",".join(f"{_escaped(k)}={_quoted(v)}" for k, v in sorted(labels.items()))
+        return f"{_escaped(self.labels.get('__name__', ''))}{{{inner}}}"
 
     @property
     def key(self) -> tuple[tuple[str, str], ...]:
         """The labels without `__name__`: what matches a limit series to its count."""
         return tuple(sorted((k, v) for k, v in self.labels.items() if k != "__name__"))
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _escaped(text: str) -> str:
+    return _quoted(text)[1:-1]
 
 
 def limit_query_for(query: str) -> str | None:
@@ -75,9 +84,10 @@ def parse_range_result(doc: Any, source: str) -> list[PromSeries]:
     """
     if isinstance(doc, dict):
         if doc.get("status") == "error":
+            what = " ".join(str(doc.get("error", "?")).split())  # on one line
             raise UsageError(
-                f"{source}: Prometheus answered an error: {doc.get('error', '?')}"
-                f" ({doc.get('errorType', 'no type')})"
+                f"{source}: Prometheus answered an error: {what}"
+                f" ({_escaped(str(doc.get('errorType', 'no type')))})"
             )
         data = doc.get("data")
         if not isinstance(data, dict) or "result" not in data:
@@ -87,7 +97,8 @@ def parse_range_result(doc: Any, source: str) -> list[PromSeries]:
         kind = data.get("resultType")
         if kind != "matrix":
             raise UsageError(
-                f"{source}: the result is a {kind}, not a range of samples: save the answer"
+                f"{source}: the result is a {_escaped(str(kind))}, not a range of samples: "
+                "save the answer"
                 " of /api/v1/query_range (or `promtool query range -o json`), not of an"
                 " instant query"
             )
@@ -276,9 +287,8 @@ def _get(
         except ValueError:
             raise UsageError(f"{url}: HTTP {err.code} {err.reason} (is it Prometheus?)") from None
         if isinstance(doc, dict) and doc.get("status") == "error":
-            raise UsageError(
-                f"Prometheus at {url} rejected {query!r}: {doc.get('error', '?')}"
-            ) from None
+            what = " ".join(str(doc.get("error", "?")).split())  # on one line
+            raise UsageError(f"Prometheus at {url} rejected {query!r}: {what}") from None
         raise UsageError(f"{url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)

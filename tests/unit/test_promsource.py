@@ -67,6 +67,9 @@ def test_nan_and_stale_samples_are_left_out() -> None:
         ([{"metric": {"pid": "1"}, "values": [[5, "1"], [4, "1"]]}],
          "x: {pid=\"1\"}: timestamp 4 goes back in time"),
         ("nope", "x: expected a list of series, got str"),
+        ({"status": "error", "errorType": "x\ny", "error": "two\nlines"},
+         "x: Prometheus answered an error: two lines (x\\ny)"),
+        ([{"metric": {"a\nb": "c\"d"}, "values": [None]}], 'x: {a\\nb="c\\"d"}: sample None'),
     ],
 )
 def test_unusable_answers_are_named(doc: object, message: str) -> None:
